@@ -118,3 +118,62 @@ export class DeviceNotFoundError extends VfioError {
     super(`${device}: ${message}`, options);
   }
 }
+
+/** Why a migration state change was refused (each is an -EINVAL from the kernel). */
+export type MigrationStateErrorReason =
+  | 'current-is-error'
+  | 'current-unsupported'
+  | 'target-is-error'
+  | 'target-unsupported'
+  | 'blocked';
+
+/** A v2 migration state change the kernel would refuse with -EINVAL (`vfio_mig_get_next_state`). */
+export class MigrationStateError extends VfioError {
+  readonly code = 'ERR_VFIO_MIGRATION_STATE';
+  constructor(
+    message: string,
+    /** The current state (`enum vfio_device_mig_state`). */
+    readonly from: number,
+    /** The requested state. */
+    readonly to: number,
+    /** The device's `VFIO_DEVICE_FEATURE_MIGRATION` flags. */
+    readonly flags: number,
+    readonly reason: MigrationStateErrorReason,
+  ) {
+    super(message);
+  }
+}
+
+/** A migration stream (QEMU savevm framing or VFIO device framing) is malformed, truncated or over a limit. */
+export class StreamFormatError extends VfioError {
+  readonly code = 'ERR_VFIO_STREAM_FORMAT';
+  constructor(
+    message: string,
+    /** Byte offset in the stream where the offending field starts (or where input ended). */
+    readonly offset: number,
+    /** The VFIO tag (`0xffffffffef10000N`) being parsed, when relevant. */
+    readonly tag?: bigint,
+  ) {
+    super(`${message} (at byte ${offset}${tag === undefined ? '' : `, tag 0x${tag.toString(16)}`})`);
+  }
+}
+
+/**
+ * A PCI config image, or the config state QEMU migrates for a VFIO PCI device,
+ * breaks the rules: a capability pointer into the header or past the image, a
+ * capability loop, a truncated or unsupported `VFIOPCIDevice` vmstate, or
+ * read-only bits that differ from the device's.
+ */
+export class ConfigSpaceError extends VfioError {
+  readonly code = 'ERR_VFIO_CONFIG_SPACE';
+  constructor(
+    /** What was being read: `'capability list'`, `'VFIOPCIDevice vmstate'`, ... */
+    readonly context: string,
+    /** The problem, without the context and offset the full message adds. */
+    readonly detail: string,
+    /** Offset of the offending byte: in the config image, or in the encoded config state for vmstate errors. */
+    readonly offset?: number,
+  ) {
+    super(`${context}: ${detail}${offset === undefined ? '' : ` (at offset 0x${offset.toString(16)})`}`);
+  }
+}

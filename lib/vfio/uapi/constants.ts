@@ -61,7 +61,9 @@ export const VFIO_REGION_INFO_CAP_NVLINK2_SSATGT = 4;
 export const VFIO_REGION_INFO_CAP_NVLINK2_LNKSPD = 5;
 
 // region types and subtypes (VFIO_REGION_INFO_CAP_TYPE)
-export const VFIO_REGION_TYPE_PCI_VENDOR_TYPE = 2 ** 31; // (1 << 31) as an unsigned value
+// (1 << 31) as the u32 the TYPE cap carries. JS `|` returns an int32, so build a
+// vendor type as `(VFIO_REGION_TYPE_PCI_VENDOR_TYPE | vendor) >>> 0` to compare it with a decoded one.
+export const VFIO_REGION_TYPE_PCI_VENDOR_TYPE = 2 ** 31;
 export const VFIO_REGION_TYPE_PCI_VENDOR_MASK = 0xffff;
 export const VFIO_REGION_TYPE_GFX = 1;
 export const VFIO_REGION_TYPE_CCW = 2;
@@ -125,6 +127,11 @@ export const VFIO_PCI_DEVID_OWNED = 0;
 export const VFIO_PCI_DEVID_NOT_OWNED = -1;
 export const VFIO_PCI_HOT_RESET_FLAG_DEV_ID = 1 << 0;
 export const VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED = 1 << 1;
+
+// struct vfio_device_gfx_plane_info.flags
+export const VFIO_GFX_PLANE_TYPE_PROBE = 1 << 0;
+export const VFIO_GFX_PLANE_TYPE_DMABUF = 1 << 1;
+export const VFIO_GFX_PLANE_TYPE_REGION = 1 << 2;
 
 // struct vfio_device_ioeventfd.flags
 export const VFIO_DEVICE_IOEVENTFD_8 = 1 << 0;

@@ -27,6 +27,9 @@ export function irqSetBool(action: number, index: number, start: number, values:
 
 /** DATA_EVENTFD with `action`: one fd per vector from `start` (-1 de-assigns that vector). */
 export function irqSetEventfd(action: number, index: number, start: number, fds: readonly number[]): Uint8Array {
+  const bad = fds.find((fd) => !Number.isInteger(fd) || fd < -(2 ** 31) || fd >= 2 ** 31);
+  // setInt32 would wrap it into some other fd number.
+  if (bad !== undefined) throw new RangeError(`vfio_irq_set: eventfd ${bad} is not an s32`);
   const buf = header(HEADER + 4 * fds.length, VFIO_IRQ_SET_DATA_EVENTFD | action, index, start, fds.length);
   const dv = dataView(buf);
   fds.forEach((fd, i) => dv.setInt32(HEADER + 4 * i, fd, true));

@@ -60,6 +60,23 @@ function readField(dv: DataView, at: number, type: FieldType): number | bigint {
   }
 }
 
+const isScalar = (f: Field): f is Field<FieldType> => f.type !== 'bytes';
+
+const FIELD_BITS: Record<FieldType, bigint> = { u8: 8n, u16: 16n, u32: 32n, s32: 32n, u64: 64n };
+
+/**
+ * DataView setters wrap silently (2**32 + 20 would go out as argsz 20, 1.5 as
+ * 1, NaN as 0), so a value is refused unless its two's-complement pattern
+ * fits the field: [-2^(n-1), 2^n). Negative values stay allowed in unsigned
+ * fields because the uAPI itself stores -1 in some (`VFIO_PCI_DEVID_NOT_OWNED`).
+ */
+function checkFieldValue(name: string, type: FieldType, value: number | bigint): void {
+  const bits = FIELD_BITS[type];
+  const fits =
+    (typeof value === 'bigint' || Number.isInteger(value)) && BigInt(value) >= -(1n << (bits - 1n)) && BigInt(value) < 1n << bits;
+  if (!fits) throw new RangeError(`${name}: ${String(value)} does not fit a ${type} field`);
+}
+
 function writeField(dv: DataView, at: number, type: FieldType, value: number | bigint): void {
   switch (type) {
     case 'u8':
@@ -100,6 +117,7 @@ export function decode<L extends StructLayout>(layout: L, buf: Uint8Array, base 
  * Writes `values` into `buf` at `base` (fields not given are left as they
  * are) and returns `buf`. Without `buf`, a zeroed buffer of the struct's size
  * is made.
+ * @throws RangeError when the buffer is too short or a value does not fit its field.
  */
 export function encode<L extends StructLayout>(
   layout: L,
@@ -110,11 +128,16 @@ export function encode<L extends StructLayout>(
   if (base < 0 || base + layout.size > buf.byteLength) {
     throw new RangeError(`${layout.name}: needs ${layout.size} bytes at offset ${base}, buffer has ${buf.byteLength}`);
   }
-  const dv = dataView(buf);
   const vals = values as Record<string, number | bigint | undefined>;
+  const writes: [Field<FieldType>, number | bigint][] = [];
   for (const [name, f] of Object.entries(layout.fields)) {
     const v = vals[name];
-    if (v !== undefined && f.type !== 'bytes') writeField(dv, base + f.offset, f.type, v);
+    if (v === undefined || !isScalar(f)) continue;
+    checkFieldValue(`${layout.name}.${name}`, f.type, v);
+    writes.push([f, v]);
   }
+  // Checked in full before the first write, so a refused call leaves `buf` untouched.
+  const dv = dataView(buf);
+  for (const [f, v] of writes) writeField(dv, base + f.offset, f.type, v);
   return buf;
 }

@@ -90,6 +90,26 @@ export const vfio_pci_hot_reset = struct('vfio_pci_hot_reset', 12, {
   group_fds: bytes(12),
 });
 
+/** VFIO_DEVICE_QUERY_GFX_PLANE (mdev vGPUs); `region_index` and `dmabuf_id` share a union. */
+export const vfio_device_gfx_plane_info = struct('vfio_device_gfx_plane_info', 64, {
+  argsz: u32(0),
+  flags: u32(4),
+  drm_plane_type: u32(8),
+  drm_format: u32(12),
+  drm_format_mod: u64(16),
+  width: u32(24),
+  height: u32(28),
+  stride: u32(32),
+  size: u32(36),
+  x_pos: u32(40),
+  y_pos: u32(44),
+  x_hot: u32(48),
+  y_hot: u32(52),
+  region_index: u32(56),
+  dmabuf_id: u32(56),
+  reserved: u32(60),
+});
+
 export const vfio_device_ioeventfd = struct('vfio_device_ioeventfd', 32, {
   argsz: u32(0),
   flags: u32(4),
@@ -209,6 +229,7 @@ export const VFIO_LAYOUTS: readonly StructLayout[] = [
   vfio_pci_dependent_device,
   vfio_pci_hot_reset_info,
   vfio_pci_hot_reset,
+  vfio_device_gfx_plane_info,
   vfio_device_ioeventfd,
   vfio_device_feature,
   vfio_device_bind_iommufd,
