@@ -7,6 +7,7 @@
  * The golden streams below are written at stream offsets (config offset + 4),
  * not assembled from the fixtures, so a shifted or reordered field fails.
  */
+import { concatBytes } from '../lib/bytes.js';
 import t from 'tap';
 import { ConfigSpaceError, VfioArgumentError } from '../lib/errors.js';
 import {
@@ -19,15 +20,7 @@ import {
 } from '../lib/pci/vmstate.js';
 import { EDU_CONFIG, VF_CONFIG, VF_MSIX_PBA, VF_MSIX_TABLE, bytesAt, hex } from './helpers/pci-fixtures.js';
 
-const concat = (...parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-};
+const concat = (...parts: Uint8Array[]): Uint8Array => concatBytes(parts);
 const ascii = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0));
 
 /** (a) edu-like, conventional, no MSI-X, INTA asserted: 4 + 256 + 16 = 276 bytes. */

@@ -3,6 +3,7 @@
  * read/write (sync and threadpool), 64-bit pread/pwrite offsets, eventfd
  * counters and the file-system helpers.
  */
+import { thrown } from './helpers/expect.js';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,15 +21,6 @@ const O_CREAT = 0o100;
 
 const sys = new LibcSys();
 
-/** The error `fn` throws (fails the test when it returns). */
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected an exception');
-}
 
 function u64le(value: bigint): Uint8Array {
   const buf = new Uint8Array(8);

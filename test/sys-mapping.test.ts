@@ -2,6 +2,7 @@
  * LibcSys memory: mmap of files at 64-bit offsets, view limits, allocPages,
  * and the tombstone that keeps stale views from crashing the process.
  */
+import { thrown } from './helpers/expect.js';
 import { ftruncateSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -42,14 +43,6 @@ function sparseFile(t: { teardown(fn: () => void): void }, size: number): number
   return fd;
 }
 
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected an exception');
-}
 
 t.test('mmap of a file above 4 GiB: view writes are visible to pread and back', async (t) => {
   const fd = sparseFile(t, 6 * GiB);

@@ -3,6 +3,7 @@
  * level-triggered delivery, thousands of fds without a thread per fd,
  * close(), refusal of bad fds (which must throw, not abort), and process exit.
  */
+import { thrown } from './helpers/expect.js';
 import { spawnSync } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -36,14 +37,6 @@ async function until(done: () => boolean, what: string, ms = 5000): Promise<void
   }
 }
 
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected an exception');
-}
 
 t.test('the backend follows VFIO_TS_POLL', async (t) => {
   const saved = process.env.VFIO_TS_POLL;

@@ -4,6 +4,7 @@
  * decoding the region, IOMMU and device info caps, refusing malformed chains
  * with UapiFormatError, and the argsz re-query loop.
  */
+import { concatBytes } from '../lib/bytes.js';
 import t from 'tap';
 import { UapiFormatError } from '../lib/errors.js';
 import { CAP_ALIGN, MAX_INFO_ARGSZ, queryWithCaps, walkCapChain } from '../lib/vfio/uapi/caps.js';
@@ -35,15 +36,7 @@ import { dataView, encode } from '../lib/vfio/uapi/layout.js';
 import { vfio_device_info, vfio_info_cap_header, vfio_iommu_type1_info, vfio_region_info } from '../lib/vfio/uapi/structs.js';
 import { bytesOf, hexOf, toHex } from './helpers/uapi-hex.js';
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-}
+const concat = (...parts: Uint8Array[]): Uint8Array => concatBytes(parts);
 
 /** A tap test object, as subtest callbacks receive it. */
 type TapTest = Parameters<Parameters<typeof t.test>[0]>[0];

@@ -8,6 +8,7 @@
  * by the chunk size. Only the config state (small, sized by the destination) is
  * collected into one buffer, because QEMU's vmstate carries no length.
  */
+import { concatBytes } from '../bytes.js';
 import { StreamFormatError, VfioArgumentError } from '../errors.js';
 
 /** Ends a section's VFIO content (QEMU 5.2). */
@@ -49,7 +50,7 @@ export function encodeTag(tag: bigint): Uint8Array {
 
 /** What `save_setup` emits: `DEV_SETUP_STATE, END_OF_STATE`. */
 export function encodeSetupState(): Uint8Array {
-  return concat([encodeTag(VFIO_MIG_FLAG_DEV_SETUP_STATE), encodeTag(VFIO_MIG_FLAG_END_OF_STATE)]);
+  return concatBytes([encodeTag(VFIO_MIG_FLAG_DEV_SETUP_STATE), encodeTag(VFIO_MIG_FLAG_END_OF_STATE)]);
 }
 
 /**
@@ -67,7 +68,7 @@ export function encodeDataHeader(size: number): Uint8Array {
 
 /** A whole data record, `DEV_DATA_STATE, be64 n, n bytes`, in one (copied) buffer. */
 export function encodeDataState(payload: Uint8Array): Uint8Array {
-  return concat([encodeDataHeader(payload.byteLength), payload]);
+  return concatBytes([encodeDataHeader(payload.byteLength), payload]);
 }
 
 /** The usual terminator of a section's VFIO content. */
@@ -82,18 +83,9 @@ export function encodeInitDataSent(): Uint8Array {
 
 /** What `save_state` emits: `DEV_CONFIG_STATE, <vmstate bytes>, END_OF_STATE`. */
 export function encodeConfigState(vmstate: Uint8Array): Uint8Array {
-  return concat([encodeTag(VFIO_MIG_FLAG_DEV_CONFIG_STATE), vmstate, encodeTag(VFIO_MIG_FLAG_END_OF_STATE)]);
+  return concatBytes([encodeTag(VFIO_MIG_FLAG_DEV_CONFIG_STATE), vmstate, encodeTag(VFIO_MIG_FLAG_END_OF_STATE)]);
 }
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------
 // Records

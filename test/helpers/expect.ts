@@ -12,3 +12,13 @@ export function expectErrno(t: Test, f: () => unknown, code: string, what: strin
     t.equal((e as VfioSystemError).code, code, what);
   }
 }
+
+/** The error `fn` throws (throws itself when `fn` returns). */
+export function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected an exception');
+}

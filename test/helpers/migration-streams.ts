@@ -4,6 +4,7 @@
  * stream of vfio-reference.md §5.3, record normalisation (so that the same
  * stream split differently compares equal) and a seeded PRNG.
  */
+import { concatBytes } from '../../lib/bytes.js';
 import {
   encodeEof,
   encodeFileHeader,
@@ -39,16 +40,6 @@ export interface BuiltStream {
   readonly vfioBoundaries: readonly number[];
 }
 
-/** Concatenates byte arrays. */
-export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-}
 
 /** Appends savevm pieces and records where each section lies. */
 export class StreamBuilder {
@@ -205,3 +196,5 @@ export function prng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+export { concatBytes };
