@@ -3,14 +3,16 @@
  * baseline measured in the same run (C compiled here, or a plain copy over
  * the same socket), prints a table and writes `bench/out/<name>.json`.
  *
- *   npx tsx bench/run.ts [name...]     (names: ioctl, bitmap)
+ *   npx tsx bench/run.ts [name...]     (names: ioctl, bitmap, migration)
  */
 import { run as bitmap } from './bitmap.js';
 import { run as ioctl } from './ioctl.js';
+import { run as migration } from './migration.js';
 
 const benches: Record<string, () => unknown> = {
   ioctl: () => ioctl(),
   bitmap: () => bitmap(),
+  migration: () => migration(),
 };
 
 const wanted = process.argv.slice(2);

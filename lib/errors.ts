@@ -177,3 +177,134 @@ export class ConfigSpaceError extends VfioError {
     super(`${context}: ${detail}${offset === undefined ? '' : ` (at offset 0x${offset.toString(16)})`}`);
   }
 }
+
+/** Which dirty-tracking rule a request broke (each is one the kernel would refuse, or one the tracker relies on). */
+export type DirtyTrackingRule =
+  | 'not-tracking'
+  | 'page-size'
+  | 'alignment'
+  | 'bisects-mapping'
+  | 'bitmap-size'
+  | 'range-count'
+  | 'range-overlap'
+  | 'unmapped-range'
+  | 'unsupported';
+
+/**
+ * A dirty-tracking request was refused before the kernel was asked: it would
+ * break a rule of `VFIO_IOMMU_DIRTY_PAGES`, device DMA logging or iommufd
+ * dirty tracking (reference §6), or the tracker cannot honour it.
+ */
+export class DirtyTrackingError extends VfioError {
+  readonly code = 'ERR_VFIO_DIRTY_TRACKING';
+  constructor(
+    /** The operation that refused the request. */
+    readonly op: string,
+    readonly rule: DirtyTrackingRule,
+    message: string,
+  ) {
+    super(`${op}: ${message}`);
+  }
+}
+
+/** Why the library refused a v1 `device_state` write before making it. */
+export type MigrationV1StateErrorReason = 'target-invalid' | 'target-is-error' | 'current-is-error' | 'current-invalid';
+
+/**
+ * A v1 `device_state` write the library refused before making it (reference
+ * §3.2): RESUMING combined with another bit, the error state as a target, or
+ * a device that is in the error state (it needs VFIO_DEVICE_RESET first).
+ */
+export class MigrationV1StateError extends VfioError {
+  readonly code = 'ERR_VFIO_MIGRATION_V1_STATE';
+  constructor(
+    message: string,
+    /** The raw `device_state` word read before the write. */
+    readonly from: number,
+    /** The requested bits (RESUMING, SAVING, RUNNING). */
+    readonly to: number,
+    readonly reason: MigrationV1StateErrorReason,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * What the library did after a failed v1 `device_state` write: nothing (the
+ * re-read state is valid), a reset (the device was in the error state), a
+ * reset that failed too, or nothing because the state could not be re-read.
+ */
+export type MigrationV1Recovery = 'none' | 'reset' | 'reset-failed' | 'unreadable';
+
+/**
+ * A v1 `device_state` write failed. As §3.3 prescribes, the library re-read
+ * the state and, if the device was in the error state, reset it; `state` is
+ * where the device is now and `cause` the failed write.
+ */
+export class MigrationV1TransitionError extends VfioError {
+  readonly code = 'ERR_VFIO_MIGRATION_V1_TRANSITION';
+  /** Why the re-read or the reset failed, when `recovery` is `'unreadable'` or `'reset-failed'`. */
+  readonly recoveryError: unknown;
+
+  constructor(
+    message: string,
+    /** The raw `device_state` word before the write. */
+    readonly from: number,
+    /** The requested bits. */
+    readonly to: number,
+    /** The raw word after recovery; undefined when it could not be read. */
+    readonly state: number | undefined,
+    readonly recovery: MigrationV1Recovery,
+    options: { cause: unknown; recoveryError?: unknown },
+  ) {
+    super(message, { cause: options.cause });
+    this.recoveryError = options.recoveryError;
+  }
+}
+
+/** Why a migration step failed, for {@link MigrationError}. */
+export type MigrationErrorReason =
+  /** The device cannot migrate (no `VFIO_MIGRATION_STOP_COPY`), or lacks what the request needs. */
+  | 'unsupported'
+  /** A hook was called in a device state where it makes no sense (QEMU's "Invalid device state"). */
+  | 'bad-state'
+  /** A SET returned a data fd while one was open, or none where the plan promised one (QEMU's "data_fd out of sync"). */
+  | 'data-fd-out-of-sync'
+  /** A data transfer was asked for with no data session open. */
+  | 'no-session'
+  /** A write to the data fd made no progress. */
+  | 'short-transfer'
+  /** QEMU's migration blockers: several devices, and one of them lacks P2P. */
+  | 'blocked'
+  /** The stream ended without something the destination needs (a device's config state). */
+  | 'incomplete'
+  /** The peer reported a failure over the return path. */
+  | 'peer-failed'
+  /** Pending data never fitted the downtime budget within the allowed iterations. */
+  | 'no-convergence'
+  /** The byte stream carrying the migration failed. */
+  | 'transport'
+  /** Recovery needed a device reset, and the reset failed: the device state is unknown. */
+  | 'reset-failed';
+
+/** A migration step failed for a reason that is not a system call's errno or a malformed stream. */
+export class MigrationError extends VfioError {
+  readonly code = 'ERR_VFIO_MIGRATION';
+  constructor(
+    message: string,
+    readonly reason: MigrationErrorReason,
+    /** The device (mdev UUID, PCI address or idstr) concerned, when there is one. */
+    readonly device?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(device === undefined ? message : `${device}: ${message}`, options);
+  }
+}
+
+/** A migration was cancelled through its `AbortSignal`; `cause` is the signal's reason. */
+export class MigrationAbortedError extends VfioError {
+  readonly code = 'ERR_VFIO_MIGRATION_ABORTED';
+  constructor(options?: { cause?: unknown }) {
+    super('the migration was aborted', options);
+  }
+}

@@ -22,7 +22,7 @@ import {
   type SavevmParserOptions,
   type SavevmRecord,
 } from '../lib/migration/sections.js';
-import { encodeConfigState, encodeDataState, encodeEndOfState, encodeSetupState, VFIO_MIG_FLAG_DEV_DATA_STATE } from '../lib/migration/stream.js';
+import { encodeDevConfigState, encodeDataState, encodeEndOfState, encodeSetupState, VFIO_MIG_FLAG_DEV_DATA_STATE } from '../lib/migration/stream.js';
 import { CONFIG_SIZE, IDSTR, concatBytes, normalizeSavevm, pattern, StreamBuilder, typicalStream } from './helpers/migration-streams.js';
 import { bytesOf, hexOf, toHex } from './helpers/uapi-hex.js';
 
@@ -188,8 +188,8 @@ t.test('without the file header, and with several devices', async (t) => {
     .full('start', 3, 'dev-b/vfio', [encodeSetupState()])
     .part('end', 2, [encodeDataState(pattern(10, 1)), encodeEndOfState()])
     .part('end', 3, [encodeDataState(pattern(20, 2)), encodeEndOfState()])
-    .full('full', 2, 'dev-a/vfio', [encodeConfigState(pattern(4, 3))])
-    .full('full', 3, 'dev-b/vfio', [encodeConfigState(pattern(6, 4))])
+    .full('full', 2, 'dev-a/vfio', [encodeDevConfigState(pattern(4, 3))])
+    .full('full', 3, 'dev-b/vfio', [encodeDevConfigState(pattern(6, 4))])
     .eof()
     .build();
   const sizes: Record<string, number> = { 'dev-a/vfio': 4, 'dev-b/vfio': 6 };

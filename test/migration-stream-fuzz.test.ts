@@ -11,7 +11,7 @@ import t from 'tap';
 import { StreamFormatError } from '../lib/errors.js';
 import { SavevmParser, type SavevmParserOptions } from '../lib/migration/sections.js';
 import {
-  encodeConfigState,
+  encodeDevConfigState,
   encodeDataHeader,
   encodeDataState,
   encodeEndOfState,
@@ -49,7 +49,7 @@ function corpus(): BuiltStream[] {
     .part('part', 3, [encodeInitDataSent()])
     .part('end', 2, [encodeDataHeader(0), encodeDataState(pattern(9, 2)), encodeEndOfState()])
     .part('end', 3, [encodeEndOfState()])
-    .full('full', 2, 'dev-a/vfio', [encodeConfigState(pattern(CONFIG_SIZE, 3))])
+    .full('full', 2, 'dev-a/vfio', [encodeDevConfigState(pattern(CONFIG_SIZE, 3))])
     .full('full', 3, 'dev-b/vfio', [encodeTag(VFIO_MIG_FLAG_DEV_CONFIG_LOAD_READY)])
     .eof()
     .build();

@@ -8,7 +8,7 @@ import t from 'tap';
 import { StreamFormatError, VfioArgumentError } from '../lib/errors.js';
 import {
   DEFAULT_MAX_DATA_SIZE,
-  encodeConfigState,
+  encodeDevConfigState,
   encodeDataHeader,
   encodeDataState,
   encodeEndOfState,
@@ -93,8 +93,8 @@ t.test('writers: golden bytes of §5.3', async (t) => {
   t.equal(toHex(encodeDataState(bytesOf('aa bb cc'))), hexOf(DATA, '0000000000000003', 'aa bb cc'), 'DATA(3)');
   t.equal(toHex(encodeEndOfState()), hexOf(END));
   t.equal(toHex(encodeInitDataSent()), hexOf(INIT_DATA_SENT));
-  t.equal(toHex(encodeConfigState(bytesOf('01 02 03 04'))), hexOf(CONFIG, '01 02 03 04', END), 'save_state');
-  t.equal(toHex(encodeConfigState(new Uint8Array(0))), hexOf(CONFIG, END));
+  t.equal(toHex(encodeDevConfigState(bytesOf('01 02 03 04'))), hexOf(CONFIG, '01 02 03 04', END), 'save_state');
+  t.equal(toHex(encodeDevConfigState(new Uint8Array(0))), hexOf(CONFIG, END));
   for (const bad of [-1, 1.5, 2 ** 53, Number.NaN]) t.throws(() => encodeDataHeader(bad), VfioArgumentError, `size ${bad}`);
 });
 
@@ -196,10 +196,10 @@ t.test("vfio_load_state's rules (§5.4)", async (t) => {
   t.same(kinds(concatBytes([encodeDataState(pattern(3, 1)), tag(INIT_DATA_SENT)])), ['data-begin', 'data', 'data-end', 'init-data-sent']);
   t.same(kinds(tag(CONFIG_LOAD_READY)), ['config-load-ready'], 'CONFIG_LOAD_READY ends a section');
   t.same(kinds(concatBytes([encodeDataHeader(0), tag(END)])), ['data-begin', 'data-end', 'end-of-state'], 'DATA(0) is legal');
-  t.same(kinds(encodeConfigState(new Uint8Array(0)), { configStateSize: 0 }), ['config'], 'a 0-byte config');
+  t.same(kinds(encodeDevConfigState(new Uint8Array(0)), { configStateSize: 0 }), ['config'], 'a 0-byte config');
   // QEMU's loop accepts any item after DATA records; so does the parser.
   t.same(kinds(concatBytes([encodeDataState(pattern(2, 1)), encodeSetupState()])), ['data-begin', 'data', 'data-end', 'setup']);
-  t.same(kinds(concatBytes([encodeDataState(pattern(2, 1)), encodeConfigState(pattern(CONFIG_SIZE, 1))])), [
+  t.same(kinds(concatBytes([encodeDataState(pattern(2, 1)), encodeDevConfigState(pattern(CONFIG_SIZE, 1))])), [
     'data-begin',
     'data',
     'data-end',

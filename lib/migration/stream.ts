@@ -82,7 +82,7 @@ export function encodeInitDataSent(): Uint8Array {
 }
 
 /** What `save_state` emits: `DEV_CONFIG_STATE, <vmstate bytes>, END_OF_STATE`. */
-export function encodeConfigState(vmstate: Uint8Array): Uint8Array {
+export function encodeDevConfigState(vmstate: Uint8Array): Uint8Array {
   return concatBytes([encodeTag(VFIO_MIG_FLAG_DEV_CONFIG_STATE), vmstate, encodeTag(VFIO_MIG_FLAG_END_OF_STATE)]);
 }
 

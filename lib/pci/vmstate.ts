@@ -61,7 +61,7 @@ export interface ConfigStateLayout {
 }
 
 /** The MSI-X table and pending-bit array, as `msix_save` writes them. */
-export interface MsixState {
+export interface MsixVmstate {
   /** 16 bytes per entry, little-endian PCI layout. */
   readonly table: Uint8Array;
   /** `(entries + 7) / 8` bytes. */
@@ -77,7 +77,7 @@ export interface VfioPciConfigState {
   /** INTA..INTD levels, each 0 or 1. */
   readonly irqState: readonly number[];
   /** Present exactly when the config image has an MSI-X capability. */
-  readonly msix: MsixState | undefined;
+  readonly msix: MsixVmstate | undefined;
 }
 
 /**
@@ -263,7 +263,7 @@ export function decodeConfigState(buf: Uint8Array, layout: ConfigStateLayout): D
   }
   refuseSubsection(buf, at, ['PCIDevice']);
 
-  let msixState: MsixState | undefined;
+  let msixState: MsixVmstate | undefined;
   if (layout.msixVectors !== 0) {
     const tableBytes = layout.msixVectors * PCI_MSIX_ENTRY_SIZE;
     const pbaBytes = (layout.msixVectors + 7) >> 3;

@@ -5,6 +5,7 @@
  * pins its group's file, a driver pins its migration file), so `release`
  * runs only when the last one goes.
  */
+import type { MmioTrap } from '../sys/mmio.js';
 import { fail } from './errno.js';
 
 /** What an ioctl receives: nothing, an integer by value, or the user buffer. */
@@ -35,6 +36,12 @@ export interface FileOps {
 /** A simulated mapping: the bytes the user sees and what to do at munmap. */
 export interface SimMmap {
   readonly bytes: Uint8Array;
+  /**
+   * Device registers: when present, every access to the mapping is performed
+   * by this trap (as a load or store on a real BAR reaches the device), and
+   * `bytes` only gives the mapping its size and address.
+   */
+  readonly mmio?: MmioTrap;
   unmap(): void;
 }
 

@@ -6,8 +6,10 @@
 import { SimContainer } from './container.js';
 import { fail } from './errno.js';
 import { SimGroup } from './group.js';
+import { SimIommufd } from './iommufd.js';
 import { SimSyscalls } from './syscalls.js';
-import type { SimIommuDomain } from './type1.js';
+import type { SimIommuDomain, SimType1 } from './type1.js';
+import { SimCdevFile, type SimIommufdBinding } from './vfio-cdev.js';
 import type { SimVfioDevice } from './vfio-device.js';
 
 /** Where an mdev hangs: its parent device and type, as under `mdev_supported_types`. */
@@ -28,7 +30,22 @@ export interface PciPlacement {
   readonly device: number;
   /** The hardware IOMMU the device sits behind. */
   readonly domain: SimIommuDomain;
+  /** The IOMMU can track dirty pages for iommufd HWPTs (default false, like QEMU's emulated VT-d). */
+  readonly iommuDirtyTracking?: boolean;
 }
+
+/** Options of {@link SimKernel}. */
+export interface SimKernelOptions {
+  /**
+   * Build with iommufd and the vfio device cdev (`/dev/iommu`,
+   * `/dev/vfio/devices/vfioN` for PCI devices). Default false: Debian's 6.12,
+   * which has neither.
+   */
+  readonly iommufd?: boolean;
+}
+
+/** Where a device's DMA goes: the user memory behind an IOVA range (EFAULT when unmapped). */
+export type SimDmaTranslate = (iova: bigint, length: number, write: boolean) => Uint8Array;
 
 /**
  * An IOMMU like QEMU's emulated Intel one: 4 KiB, 2 MiB and 1 GiB pages, a
@@ -49,14 +66,44 @@ export const INTEL_IOMMU_DOMAIN: SimIommuDomain = {
 export class SimKernel extends SimSyscalls {
   /** The IOMMU groups, by number. */
   readonly groups = new Map<number, SimGroup>();
+  /** Built with iommufd and the device cdev. */
+  readonly iommufd: boolean;
+  readonly #bindings = new Map<SimVfioDevice, SimIommufdBinding>();
   #nextGroup = 0;
+  #nextCdev = 0;
 
-  constructor() {
+  constructor(options: SimKernelOptions = {}) {
     super();
+    this.iommufd = options.iommufd === true;
     this.fs.chr('/dev/vfio/vfio', () => this.installOps(new SimContainer(this.memory)));
     for (const dir of ['/sys/kernel/iommu_groups', '/sys/bus/mdev/devices', '/sys/bus/pci/devices', '/sys/bus/pci/drivers/vfio-pci']) {
       this.fs.mkdir(dir);
     }
+    if (this.iommufd) {
+      this.fs.chr('/dev/iommu', () => this.installOps(new SimIommufd(this.memory)));
+      this.fs.mkdir('/dev/vfio/devices');
+    }
+  }
+
+  /**
+   * Where `device`'s DMA goes: the iommufd page table it is attached to when
+   * bound through its cdev, else its group's type1 container. Writes through
+   * an iommufd HWPT set dirty bits; through type1 the kernel never sees them
+   * (which is why type1 reports every page of such a group dirty).
+   */
+  dmaTranslate(device: SimVfioDevice): SimDmaTranslate {
+    return (iova, length, write) => {
+      const b = this.#bindings.get(device);
+      if (b !== undefined) return b.iommufd.translate(b.devId, iova, length, write);
+      const iommu = this.type1Of(device);
+      if (iommu === null) fail('EFAULT');
+      return iommu.translate(iova, length, write);
+    };
+  }
+
+  /** The type1 IOMMU of the container `device`'s group is attached to, if any (for `vfio_pin_pages` and `vfio_dma_rw`). */
+  type1Of(device: SimVfioDevice): SimType1 | null {
+    return this.groupOf(device).container?.iommu ?? null;
   }
 
   /** Registers a mediated device (an emulated-IOMMU group of its own) named by its UUID. */
@@ -90,6 +137,19 @@ export class SimKernel extends SimSyscalls {
     this.fs.symlink(`/sys/bus/pci/devices/${at.bdf}`, relative('/sys/bus/pci/devices', dir));
     this.fs.symlink(`/sys/bus/pci/drivers/vfio-pci/${at.bdf}`, relative('/sys/bus/pci/drivers/vfio-pci', dir));
     this.fs.symlink(`/sys/kernel/iommu_groups/${group.id}/devices/${at.bdf}`, relative(`/sys/kernel/iommu_groups/${group.id}/devices`, dir));
+    if (this.iommufd) {
+      const name = `vfio${this.#nextCdev++}`;
+      const domain = { ...at.domain, dirtyTracking: at.iommuDirtyTracking === true };
+      this.fs.mkdir(`${dir}/vfio-dev/${name}`);
+      this.fs.chr(`/dev/vfio/devices/${name}`, () =>
+        this.installOps(
+          new SimCdevFile(device, domain, this, (b) => {
+            if (b === null) this.#bindings.delete(device);
+            else this.#bindings.set(device, b);
+          }),
+        ),
+      );
+    }
     return group;
   }
 

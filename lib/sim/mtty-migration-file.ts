@@ -4,12 +4,10 @@
  * (`mtty_save_fops`) or written by the destination (`mtty_resume_fops`).
  */
 import type { ErrnoName } from '../sys/errno.js';
-import { VFIO_DEVICE_STATE_PRE_COPY, VFIO_DEVICE_STATE_PRE_COPY_P2P } from '../vfio/uapi/constants.js';
-import { VFIO_MIG_GET_PRECOPY_INFO } from '../vfio/uapi/ioctls.js';
-import { dataView, decode, encode } from '../vfio/uapi/layout.js';
-import { vfio_precopy_info } from '../vfio/uapi/structs.js';
-import { fail, userBuf } from './errno.js';
+import { dataView } from '../vfio/uapi/layout.js';
+import { fail } from './errno.js';
 import { SimFile, type FileOps, type IoctlArg } from './file.js';
+import { answerPrecopyInfo, precopyInfoArg } from './precopy-info.js';
 import { SERIAL_PORT_SIZE } from './uart16550.js';
 
 /** `MTTY_MAGIC`, the first u64 of the stream. */
@@ -118,15 +116,10 @@ export class MttySaveFile extends MttyMigrationFile {
 
   /** `mtty_precopy_ioctl`: `argsz` and `flags` go back as they came. */
   ioctl(request: number, arg: IoctlArg): number {
-    if (request !== VFIO_MIG_GET_PRECOPY_INFO) fail('ENOTTY');
-    const buf = userBuf(arg, vfio_precopy_info.size);
-    if (decode(vfio_precopy_info, buf).argsz < vfio_precopy_info.size) fail('EINVAL');
-    const state = this.owner.state;
-    if (state !== VFIO_DEVICE_STATE_PRE_COPY && state !== VFIO_DEVICE_STATE_PRE_COPY_P2P) fail('EINVAL');
-    if (this.disabled) fail('ENODEV');
+    const buf = precopyInfoArg(request, arg, this.owner.state, this.disabled);
     const filled = this.#filled();
     if (this.pos > filled) fail('EINVAL');
-    encode(vfio_precopy_info, { initial_bytes: BigInt(filled - this.pos), dirty_bytes: 0n }, buf);
+    answerPrecopyInfo(buf, BigInt(filled - this.pos), 0n);
     return 0;
   }
 

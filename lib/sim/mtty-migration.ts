@@ -4,9 +4,7 @@
  * `mtty_step_state`, and the saving and resuming sessions. Also the
  * injectable device-side faults the simulator adds for tests.
  */
-import { MigrationStateError } from '../errors.js';
-import { isMigrationState, nextState, type MigrationState } from '../migration/fsm.js';
-import type { ErrnoName } from '../sys/errno.js';
+import type { MigrationState } from '../migration/fsm.js';
 import {
   VFIO_DEVICE_STATE_ERROR,
   VFIO_DEVICE_STATE_PRE_COPY,
@@ -20,8 +18,10 @@ import {
   VFIO_MIGRATION_PRE_COPY,
   VFIO_MIGRATION_STOP_COPY,
 } from '../vfio/uapi/constants.js';
+import { checkArcFault, type SimArcFault } from './arc-fault.js';
 import { fail } from './errno.js';
 import type { SimFile } from './file.js';
+import { nextArc } from './mig-next-arc.js';
 import { MttyResumeFile, MttySaveFile, mttyDataSize, type MttyMigrationFileOwner, type MttySaveFaults } from './mtty-migration-file.js';
 import type { SimMigrationOps } from './vfio-device.js';
 
@@ -35,13 +35,7 @@ const PRE_COPY = VFIO_DEVICE_STATE_PRE_COPY;
 const PRE_COPY_P2P = VFIO_DEVICE_STATE_PRE_COPY_P2P;
 
 /** A failure injected into one arc of `mtty_step_state`. */
-export interface MttyArcFault {
-  readonly from: MigrationState;
-  readonly to: MigrationState;
-  readonly errno: ErrnoName;
-  /** Leave the device in ERROR (only VFIO_DEVICE_RESET gets it out) instead of in `from`. */
-  readonly enterError?: boolean;
-}
+export type MttyArcFault = SimArcFault;
 
 /**
  * Device-side faults for tests; none of them exists in mtty.c. Every field
@@ -106,7 +100,7 @@ export class MttyMigration implements SimMigrationOps, MttyMigrationFileOwner {
   setState(target: number): SimFile | null {
     let ret: SimFile | null = null;
     while (this.#state !== target) {
-      const next = this.#nextState(target);
+      const next = nextArc(this.#state, target, this.flags);
       ret = this.#stepState(next);
       this.#state = next;
     }
@@ -137,25 +131,12 @@ export class MttyMigration implements SimMigrationOps, MttyMigrationFileOwner {
     }
   }
 
-  /** `vfio_mig_get_next_state`, with the kernel's -EINVAL for what the FSM refuses. */
-  #nextState(target: number): MigrationState {
-    if (!isMigrationState(target)) fail('EINVAL');
-    try {
-      return nextState(this.#state, target, this.flags);
-    } catch (e) {
-      if (e instanceof MigrationStateError) fail('EINVAL');
-      throw e;
-    }
-  }
-
   /** `mtty_step_state`: one direct arc; a new file (with a reference for the caller) on opening arcs. */
   #stepState(next: MigrationState): SimFile | null {
     const cur = this.#state;
-    const fault = this.device.faults().arc;
-    if (fault !== undefined && fault.from === cur && fault.to === next) {
-      if (fault.enterError === true) this.#state = ERROR;
-      fail(fault.errno);
-    }
+    checkArcFault(this.device.faults().arc, cur, next, () => {
+      this.#state = ERROR;
+    });
     // No-ops: mtty does no DMA and needs no explicit start or stop.
     if (
       (cur === RUNNING && next === RUNNING_P2P) ||

@@ -32,9 +32,9 @@ import {
   VFIO_DEVICE_RESET,
   VFIO_DEVICE_SET_IRQS,
 } from '../vfio/uapi/ioctls.js';
-import { dataView, decode, encode, type StructLayout } from '../vfio/uapi/layout.js';
+import { decode, encode } from '../vfio/uapi/layout.js';
 import { vfio_device_info, vfio_irq_info, vfio_region_info } from '../vfio/uapi/structs.js';
-import { fail, userBuf } from './errno.js';
+import { fail } from './errno.js';
 import type { IoctlArg } from './file.js';
 import type { SimKernel } from './kernel.js';
 import { MTTY_CONFIG_SPACE_SIZE, MTTY_IO_BAR_SIZE, MttyConfigSpace } from './mtty-config.js';
@@ -44,6 +44,7 @@ import { readIrqSet } from './irq-set-validate.js';
 import { MAX_FIFO_SIZE, SERIAL_PORT_SIZE, SerialPort, type SerialPortState } from './uart16550.js';
 import type { SimLogOps } from './vfio-device.js';
 import { SimVfioDevice } from './vfio-device.js';
+import { copyIn, copyOut } from './user-struct.js';
 
 export type { MttyArcFault, MttyFaultPlan } from './mtty-migration.js';
 export type { SerialPortState } from './uart16550.js';
@@ -231,23 +232,6 @@ function irqInfo(index: number): { flags: number; count: number } {
   if (index === VFIO_PCI_INTX_IRQ_INDEX) return { flags: VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED, count: 1 };
   if (index === VFIO_PCI_MSI_IRQ_INDEX) return { flags: VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE, count: 1 };
   fail('EINVAL');
-}
-
-/**
- * The kernel's on-stack struct filled by `copy_from_user(&info, arg, minsz)`
- * (EFAULT if the buffer is shorter), then the `argsz < minsz` check (every
- * INFO struct starts with its u32 `argsz`).
- */
-function copyIn(arg: IoctlArg, layout: StructLayout, minsz: number): Uint8Array {
-  const info = new Uint8Array(layout.size);
-  info.set(userBuf(arg, minsz).subarray(0, minsz));
-  if (dataView(info).getUint32(0, true) < minsz) fail('EINVAL');
-  return info;
-}
-
-/** `copy_to_user(arg, &info, minsz)`. */
-function copyOut(arg: IoctlArg, info: Uint8Array, minsz: number): void {
-  userBuf(arg, minsz).set(info.subarray(0, minsz));
 }
 
 // ------------------------------------------------------------ registration

@@ -5,6 +5,7 @@
  * nodes and {@link SimSyscalls.installFile}.
  */
 import { VfioSystemError } from '../errors.js';
+import type { MmioTrap } from '../sys/mmio.js';
 import type { FdWatch, Mapping, Sys } from '../sys/sys.js';
 import { MAX_VIEW_BYTES } from '../sys/sys.js';
 import { ioctlName, type FdKind } from '../vfio/uapi/ioctls.js';
@@ -109,11 +110,21 @@ export class SimSyscalls implements Sys {
   }
 
   close(fd: number): void {
-    this.#onFile('close', fd, {}, (f) => {
+    const release = (): void => {
+      const f = this.#fds.get(fd);
       this.#fds.delete(fd);
-      f.put();
-      return 0;
-    });
+      f?.put();
+    };
+    try {
+      this.#onFile('close', fd, {}, () => {
+        release();
+        return 0;
+      });
+    } catch (e) {
+      // Linux releases the fd even when close(2) fails (an injected fault here): the fd is gone either way.
+      release();
+      throw e;
+    }
   }
 
   ioctl(fd: number, request: number, arg?: number | Uint8Array): number {
@@ -158,7 +169,7 @@ export class SimSyscalls implements Sys {
       if (f.ops.mmap === undefined) fail('ENODEV');
       return f.ops.mmap(off, length, prot);
     });
-    return this.#mapping(m.bytes, () => m.unmap());
+    return this.#mapping(m.bytes, () => m.unmap(), m.mmio);
   }
 
   allocPages(length: number): Mapping {
@@ -242,10 +253,11 @@ export class SimSyscalls implements Sys {
     return n;
   }
 
-  #mapping(bytes: Uint8Array, release: () => void): Mapping {
+  #mapping(bytes: Uint8Array, release: () => void, mmio?: MmioTrap): Mapping {
     const address = this.memory.addressOf(bytes);
     let unmapped = false;
     return {
+      ...(mmio === undefined ? {} : { mmio }),
       address,
       length: bytes.byteLength,
       get unmapped() {

@@ -2,19 +2,47 @@
  * A VFIO container, `/dev/vfio/vfio`: the IOMMU context its groups share.
  * Checks the API version and IOMMU support, sets the IOMMU type when the
  * first group joins (type1v2 preferred, as QEMU), maps guest memory for DMA,
- * and opens devices by sysfs path, PCI address or mdev UUID.
+ * tracks the pages devices dirty (`VFIO_IOMMU_DIRTY_PAGES`, the rules in
+ * type1-dirty.ts), reports mapping changes to listeners such as a dirty
+ * tracker, and opens devices by sysfs path, PCI address or mdev UUID.
  */
-import { UapiFormatError, VfioArgumentError, VfioClosedError } from '../errors.js';
+import { DirtyTrackingError, UapiFormatError, VfioArgumentError, VfioClosedError } from '../errors.js';
 import { libcSys } from '../sys/libc.js';
-import { O_CLOEXEC, O_RDWR, type Mapping, type Sys } from '../sys/sys.js';
+import { O_CLOEXEC, O_RDWR, type Sys } from '../sys/sys.js';
 import type { VfioDevice } from './device.js';
+import { kernelBitmapBytes } from './dirty-bitmap.js';
+import { forgetMappings, resolveDmaMemory, type DmaMapping, type DmaMemory, type DmaRecord } from './dma-memory.js';
 import { locateDevice } from './discovery.js';
 import { VfioGroup } from './group.js';
 import { ioctl, syscall, type IoctlTarget } from './ioctl.js';
 import { queryWithCaps } from './uapi/caps.js';
-import { VFIO_API_VERSION, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU } from './uapi/constants.js';
+import {
+  checkType1Query,
+  encodeDirtyBitmapGet,
+  encodeDirtyPagesFlag,
+  encodeUnmapWithBitmap,
+  type Type1DirtyParams,
+  type1DirtyParams,
+} from './type1-dirty.js';
+import {
+  VFIO_API_VERSION,
+  VFIO_DMA_MAP_FLAG_READ,
+  VFIO_DMA_MAP_FLAG_WRITE,
+  VFIO_IOMMU_DIRTY_PAGES_FLAG_START,
+  VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP,
+  VFIO_TYPE1_IOMMU,
+  VFIO_TYPE1v2_IOMMU,
+} from './uapi/constants.js';
 import { decodeIommuInfo, type IommuInfo } from './uapi/info.js';
-import { VFIO_CHECK_EXTENSION, VFIO_GET_API_VERSION, VFIO_IOMMU_GET_INFO, VFIO_IOMMU_MAP_DMA, VFIO_IOMMU_UNMAP_DMA, VFIO_SET_IOMMU } from './uapi/ioctls.js';
+import {
+  VFIO_CHECK_EXTENSION,
+  VFIO_GET_API_VERSION,
+  VFIO_IOMMU_DIRTY_PAGES,
+  VFIO_IOMMU_GET_INFO,
+  VFIO_IOMMU_MAP_DMA,
+  VFIO_IOMMU_UNMAP_DMA,
+  VFIO_SET_IOMMU,
+} from './uapi/ioctls.js';
 import { decode, encode } from './uapi/layout.js';
 import { vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, vfio_iommu_type1_info } from './uapi/structs.js';
 
@@ -26,8 +54,8 @@ export interface ContainerOptions {
   iommuType?: number;
 }
 
-/** What to map for DMA: a buffer or mapping the process owns, or a raw user address. */
-export type DmaMemory = { buffer: ArrayBufferView | Mapping } | { vaddr: bigint; size: number };
+
+export type { DmaMapping, DmaMemory } from './dma-memory.js';
 
 /** Options of {@link VfioContainer.mapDma}. */
 export type DmaMapOptions = DmaMemory & {
@@ -39,17 +67,29 @@ export type DmaMapOptions = DmaMemory & {
   write?: boolean;
 };
 
-/** A live DMA mapping. */
-export interface DmaMapping {
+
+/** A kernel dirty bitmap of an IOVA range: bit i is page `iova + i * pgsize`. */
+export interface IovaDirtyBitmap {
   readonly iova: bigint;
-  readonly size: number;
-  readonly vaddr: bigint;
+  readonly size: bigint;
+  readonly pgsize: bigint;
+  /** u64 words, host-endian, as the kernel wrote them. */
+  readonly bitmap: Uint8Array;
 }
 
-interface MappingRecord extends DmaMapping {
-  /** Held so the memory outlives the mapping (the kernel pins it by address). */
-  readonly keep: ArrayBufferView | Mapping | null;
-}
+/**
+ * A change of the container's DMA mappings, as {@link VfioContainer.onMappingChange}
+ * reports it: a new mapping, an unmap (with the kernel's dirty bitmap of the
+ * unmapped range when dirty tracking was on and the range allowed one), or a
+ * reset (the last group left: the kernel dropped every mapping and the tracking).
+ */
+export type MappingChange =
+  | { readonly kind: 'map'; readonly mapping: DmaMapping }
+  | { readonly kind: 'unmap'; readonly iova: bigint; readonly size: bigint; readonly dirty: IovaDirtyBitmap | null }
+  | { readonly kind: 'reset' };
+
+/** Receives {@link MappingChange}s. */
+export type MappingListener = (change: MappingChange) => void;
 
 export class VfioContainer implements IoctlTarget, Disposable {
   readonly kind = 'container';
@@ -57,9 +97,12 @@ export class VfioContainer implements IoctlTarget, Disposable {
   readonly sys: Sys;
   readonly fd: number;
   readonly #groups = new Map<number, VfioGroup>();
-  readonly #mappings = new Map<bigint, MappingRecord>();
+  readonly #mappings = new Map<bigint, DmaRecord>();
   readonly #preferredType: number | undefined;
+  readonly #listeners = new Set<MappingListener>();
   #iommuType: number | null = null;
+  /** The dirty-tracking parameters while VFIO_IOMMU_DIRTY_PAGES tracking is on, else null. */
+  #dirty: Type1DirtyParams | null = null;
   #closed = false;
 
   private constructor(sys: Sys, options: ContainerOptions) {
@@ -138,6 +181,8 @@ export class VfioContainer implements IoctlTarget, Disposable {
     if (this.#groups.size === 0) {
       this.#iommuType = null;
       this.#mappings.clear();
+      this.#dirty = null;
+      this.#emit({ kind: 'reset' });
     }
   }
 
@@ -184,27 +229,124 @@ export class VfioContainer implements IoctlTarget, Disposable {
   /** Maps memory for device DMA at `iova` (`VFIO_IOMMU_MAP_DMA`). The buffer is kept alive while mapped. */
   mapDma(options: DmaMapOptions): DmaMapping {
     this.#open();
-    const { vaddr, size, keep } = this.#memory(options);
+    const { vaddr, size, keep } = resolveDmaMemory(this.sys, options);
     const flags = (options.read === false ? 0 : VFIO_DMA_MAP_FLAG_READ) | (options.write === false ? 0 : VFIO_DMA_MAP_FLAG_WRITE);
     const arg = encode(vfio_iommu_type1_dma_map, { argsz: vfio_iommu_type1_dma_map.size, flags, vaddr, iova: options.iova, size: BigInt(size) });
     ioctl(this, VFIO_IOMMU_MAP_DMA, arg);
-    const rec: MappingRecord = { iova: options.iova, size, vaddr, keep };
+    const rec: DmaRecord = { iova: options.iova, size, vaddr, keep };
     this.#mappings.set(options.iova, rec);
-    return { iova: rec.iova, size: rec.size, vaddr: rec.vaddr };
+    const mapping = { iova: rec.iova, size: rec.size, vaddr: rec.vaddr };
+    this.#emit({ kind: 'map', mapping });
+    return mapping;
   }
 
   /**
    * Unmaps `[iova, iova + size)` (`VFIO_IOMMU_UNMAP_DMA`); with type1v2 the
-   * range must not bisect a mapping.
+   * range must not bisect a mapping. While dirty tracking is on, the unmap
+   * asks for the dirty bitmap of the range when the rules allow one, and
+   * hands it to the mapping listeners (a dirty tracker), so no page written
+   * before the unmap is lost.
    * @returns the number of bytes the kernel unmapped
    */
   unmapDma(iova: bigint, size: number | bigint): bigint {
     this.#open();
-    const arg = encode(vfio_iommu_type1_dma_unmap, { argsz: vfio_iommu_type1_dma_unmap.size, flags: 0, iova, size: BigInt(size) });
+    const span = BigInt(size);
+    if (this.#dirty !== null && this.#listeners.size > 0 && this.#bitmapAllowed(iova, span)) {
+      return this.unmapDmaWithDirtyBitmap(iova, span).unmapped;
+    }
+    const arg = encode(vfio_iommu_type1_dma_unmap, { argsz: vfio_iommu_type1_dma_unmap.size, flags: 0, iova, size: span });
     ioctl(this, VFIO_IOMMU_UNMAP_DMA, arg);
-    const end = iova + BigInt(size);
-    for (const [at, m] of this.#mappings) if (at >= iova && at + BigInt(m.size) <= end) this.#mappings.delete(at);
+    forgetMappings(this.#mappings, iova, span);
+    this.#emit({ kind: 'unmap', iova, size: span, dirty: null });
     return decode(vfio_iommu_type1_dma_unmap, arg).size;
+  }
+
+  /**
+   * `VFIO_IOMMU_UNMAP_DMA` with `GET_DIRTY_BITMAP`: the kernel writes the
+   * dirty bitmap of `[iova, iova + size)` (bit i = page `iova + i * pgsize`)
+   * into `out` (zeroed first; default a new buffer), then unmaps. Needs dirty
+   * tracking on, an aligned range that bisects no mapping, and a bitmap within
+   * `max_dirty_bitmap_size`.
+   * @throws DirtyTrackingError when a rule is broken (the kernel is not asked)
+   */
+  unmapDmaWithDirtyBitmap(iova: bigint, size: bigint, out?: Uint8Array): { unmapped: bigint; dirty: IovaDirtyBitmap } {
+    const op = 'unmapDmaWithDirtyBitmap';
+    this.#open();
+    const params = this.#tracking(op);
+    checkType1Query(op, params, this.#mappings.values(), iova, size);
+    const bitmap = this.#bitmapBuffer(op, size / params.pgsize, out);
+    const arg = encodeUnmapWithBitmap({ iova, size }, params.pgsize, bitmap.byteLength, this.sys.addressOf(bitmap));
+    ioctl(this, VFIO_IOMMU_UNMAP_DMA, arg);
+    forgetMappings(this.#mappings, iova, size);
+    const dirty: IovaDirtyBitmap = { iova, size, pgsize: params.pgsize, bitmap };
+    this.#emit({ kind: 'unmap', iova, size, dirty });
+    return { unmapped: decode(vfio_iommu_type1_dma_unmap, arg).size, dirty };
+  }
+
+  /** True while `VFIO_IOMMU_DIRTY_PAGES` tracking is on (started here and not stopped). */
+  get dirtyTracking(): boolean {
+    return this.#dirty !== null;
+  }
+
+  /**
+   * The container's dirty-tracking parameters from the MIGRATION capability
+   * (page size, largest bitmap per query), or null when there is none.
+   */
+  dirtyParams(): Type1DirtyParams | null {
+    return this.#iommuType === VFIO_TYPE1v2_IOMMU ? type1DirtyParams(this.iommuInfo()) : null;
+  }
+
+  /**
+   * `VFIO_IOMMU_DIRTY_PAGES` START: the kernel keeps a bitmap per mapping
+   * (and for mappings made later) until {@link stopDirtyTracking}. Idempotent.
+   * @throws DirtyTrackingError without a type1v2 IOMMU or its MIGRATION capability
+   */
+  startDirtyTracking(): Type1DirtyParams {
+    this.#open();
+    if (this.#dirty !== null) return this.#dirty;
+    const params = this.dirtyParams();
+    if (params === null) throw new DirtyTrackingError('startDirtyTracking', 'unsupported', 'the container has no type1v2 IOMMU with the MIGRATION capability');
+    ioctl(this, VFIO_IOMMU_DIRTY_PAGES, encodeDirtyPagesFlag(VFIO_IOMMU_DIRTY_PAGES_FLAG_START));
+    this.#dirty = params;
+    return params;
+  }
+
+  /** `VFIO_IOMMU_DIRTY_PAGES` STOP: the kernel frees its bitmaps. Idempotent. */
+  stopDirtyTracking(): void {
+    this.#open();
+    if (this.#dirty === null) return;
+    ioctl(this, VFIO_IOMMU_DIRTY_PAGES, encodeDirtyPagesFlag(VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP));
+    this.#dirty = null;
+  }
+
+  /**
+   * `VFIO_IOMMU_DIRTY_PAGES` GET_BITMAP of `[iova, iova + size)`: bit i of
+   * the result is page `iova + i * pgsize`; reading clears the kernel's bits
+   * (pinned pages stay dirty). `out` (default a new buffer) is zeroed first,
+   * as the kernel ORs into it; pass a {@link DirtyBitmap.kernelBuffer} to let
+   * the kernel write where the merge reads. Use {@link planType1Queries} to
+   * split a range that is too large for one query.
+   * @throws DirtyTrackingError when a rule is broken (the kernel is not asked)
+   */
+  getDirtyBitmap(iova: bigint, size: bigint, out?: Uint8Array): Uint8Array {
+    const op = 'getDirtyBitmap';
+    this.#open();
+    const params = this.#tracking(op);
+    checkType1Query(op, params, this.#mappings.values(), iova, size);
+    const bitmap = this.#bitmapBuffer(op, size / params.pgsize, out);
+    ioctl(this, VFIO_IOMMU_DIRTY_PAGES, encodeDirtyBitmapGet({ iova, size }, params.pgsize, bitmap.byteLength, this.sys.addressOf(bitmap)));
+    return bitmap;
+  }
+
+  /**
+   * Calls `listener` after every mapping change (map, unmap, reset); returns
+   * a function that removes it. Dirty trackers use it to re-arm.
+   */
+  onMappingChange(listener: MappingListener): () => void {
+    this.#listeners.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+    };
   }
 
   /**
@@ -223,6 +365,8 @@ export class VfioContainer implements IoctlTarget, Disposable {
     }
     this.#closed = true;
     this.#mappings.clear();
+    this.#dirty = null;
+    this.#listeners.clear();
     try {
       this.sys.close(this.fd);
     } catch (e) {
@@ -236,14 +380,39 @@ export class VfioContainer implements IoctlTarget, Disposable {
     this.close();
   }
 
-  #memory(m: DmaMemory): { vaddr: bigint; size: number; keep: ArrayBufferView | Mapping | null } {
-    if ('vaddr' in m) return { vaddr: m.vaddr, size: m.size, keep: null };
-    const b = m.buffer;
-    if (ArrayBuffer.isView(b)) return { vaddr: this.sys.addressOf(b), size: b.byteLength, keep: b };
-    return { vaddr: b.address, size: b.length, keep: b };
-  }
-
   #open(): void {
     if (this.#closed) throw new VfioClosedError(this.label);
+  }
+
+  #tracking(op: string): Type1DirtyParams {
+    if (this.#dirty === null) throw new DirtyTrackingError(op, 'not-tracking', 'dirty tracking is not started on this container');
+    return this.#dirty;
+  }
+
+  /** Whether an unmap of the range may carry a bitmap (otherwise it goes without, and the kernel judges it). */
+  #bitmapAllowed(iova: bigint, size: bigint): boolean {
+    const params = this.#dirty;
+    if (params === null) return false;
+    try {
+      checkType1Query('unmapDma', params, this.#mappings.values(), iova, size);
+      return true;
+    } catch (e) {
+      if (e instanceof DirtyTrackingError) return false;
+      throw e;
+    }
+  }
+
+  /** A zeroed bitmap of `npages` pages: `out` (which must hold them) or a new one. */
+  #bitmapBuffer(op: string, npages: bigint, out: Uint8Array | undefined): Uint8Array {
+    const bytes = kernelBitmapBytes(Number(npages));
+    if (out === undefined) return new Uint8Array(bytes);
+    if (out.byteLength < bytes) throw new DirtyTrackingError(op, 'bitmap-size', `${npages} pages need ${bytes} bytes of bitmap, got ${out.byteLength}`);
+    const bitmap = out.subarray(0, bytes);
+    bitmap.fill(0);
+    return bitmap;
+  }
+
+  #emit(change: MappingChange): void {
+    for (const l of [...this.#listeners]) l(change);
   }
 }

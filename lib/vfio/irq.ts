@@ -82,25 +82,47 @@ export class Irq extends Emitter implements Disposable {
 
   /**
    * Wires vectors `[start, start + count)` to new eventfds (ACTION_TRIGGER
-   * with DATA_EVENTFD) and starts delivering their signals.
+   * with DATA_EVENTFD) and starts delivering their signals. Returns 0, or
+   * the positive count of vectors vfio-pci could get when the host had
+   * fewer MSI/MSI-X vectors than asked (then nothing was wired).
    */
-  enable(count = this.count, start = 0): void {
+  enable(count = this.count, start = 0): number {
+    return this.assign(start, new Array<boolean>(count).fill(true));
+  }
+
+  /**
+   * One ACTION_TRIGGER | DATA_EVENTFD call for vectors `[start, start +
+   * use.length)`: vector `start + i` gets a new eventfd when `use[i]`, and
+   * fd -1 otherwise, which de-assigns it (vfio-pci keeps MSI/MSI-X enabled
+   * and the vector allocated). An empty-handed call such as `assign(0,
+   * [false])` is how QEMU enables MSI-X with no vector in use. Vectors
+   * outside the range keep their wiring. Returns the ioctl's result: 0, or
+   * the positive vector count vfio-pci answers when enabling MSI/MSI-X got
+   * fewer host vectors than asked, in which case nothing is wired.
+   */
+  assign(start: number, use: readonly boolean[]): number {
     this.#open();
-    this.#range(start, count);
-    const fds: EventFd[] = [];
+    this.#range(start, use.length);
+    const fds: (EventFd | null)[] = [];
+    let result: number;
     try {
-      for (let i = 0; i < count; i++) fds.push(new EventFd(this.device.sys));
-      ioctl(this.device, VFIO_DEVICE_SET_IRQS, irqSetEventfd(VFIO_IRQ_SET_ACTION_TRIGGER, this.index, start, fds.map((f) => f.fd)));
+      for (const u of use) fds.push(u ? new EventFd(this.device.sys) : null);
+      result = ioctl(this.device, VFIO_DEVICE_SET_IRQS, irqSetEventfd(VFIO_IRQ_SET_ACTION_TRIGGER, this.index, start, fds.map((f) => f?.fd ?? -1)));
     } catch (e) {
-      for (const f of fds) f.close();
+      for (const f of fds) f?.close();
       throw e;
+    }
+    if (result > 0) {
+      for (const f of fds) f?.close();
+      return result;
     }
     fds.forEach((f, i) => {
       const vector = start + i;
       this.#fds[vector]?.close();
       this.#fds[vector] = f;
-      f.watch((n) => this.emit('signal', vector, n));
+      f?.watch((n) => this.emit('signal', vector, n));
     });
+    return 0;
   }
 
   /** Disables the whole index (DATA_NONE | ACTION_TRIGGER, count 0) and releases its eventfds. */

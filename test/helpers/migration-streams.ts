@@ -17,7 +17,7 @@ import {
   type SavevmRecord,
 } from '../../lib/migration/sections.js';
 import {
-  encodeConfigState,
+  encodeDevConfigState,
   encodeDataState,
   encodeEndOfState,
   encodeInitDataSent,
@@ -123,7 +123,7 @@ export function typicalStream(options: { fileHeader?: boolean; sectionId?: numbe
     .part('part', id, [encodeEndOfState()])
     .part('part', id, [encodeDataState(pattern(37, 2)), encodeInitDataSent()])
     .part('end', id, [encodeDataState(pattern(300, 3)), encodeDataState(pattern(5, 4)), encodeEndOfState()])
-    .full('full', id, IDSTR, [encodeConfigState(config)])
+    .full('full', id, IDSTR, [encodeDevConfigState(config)])
     .eof()
     .build();
 }
