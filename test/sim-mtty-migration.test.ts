@@ -4,6 +4,7 @@
  * (reference §8.4, §8.5), with its errnos and quirks, plus the simulator's
  * fault hooks.
  */
+import { STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P } from '../lib/migration/state-names.js';
 import t from 'tap';
 import { SimKernel } from '../lib/sim/kernel.js';
 import { addMtty, type SimMtty } from '../lib/sim/mtty.js';
@@ -11,13 +12,6 @@ import {
   VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
   VFIO_DEVICE_FEATURE_SET,
   VFIO_DEVICE_STATE_ERROR,
-  VFIO_DEVICE_STATE_PRE_COPY,
-  VFIO_DEVICE_STATE_PRE_COPY_P2P,
-  VFIO_DEVICE_STATE_RESUMING,
-  VFIO_DEVICE_STATE_RUNNING,
-  VFIO_DEVICE_STATE_RUNNING_P2P,
-  VFIO_DEVICE_STATE_STOP,
-  VFIO_DEVICE_STATE_STOP_COPY,
 } from '../lib/vfio/uapi/constants.js';
 import { featureBuffer, featurePayload } from '../lib/vfio/uapi/feature.js';
 import { VFIO_DEVICE_FEATURE, VFIO_DEVICE_RESET, VFIO_GROUP_GET_DEVICE_FD, VFIO_MIG_GET_PRECOPY_INFO } from '../lib/vfio/uapi/ioctls.js';
@@ -28,13 +22,6 @@ import { drain, errnoOf, getMigState, inb, openMtty, outb, setMigState, type Ope
 const SRC = '5a4c2c6e-0d77-4a43-9d4a-2f4c7e1a0001';
 const DST = '5a4c2c6e-0d77-4a43-9d4a-2f4c7e1a0002';
 
-const STOP = VFIO_DEVICE_STATE_STOP;
-const RUNNING = VFIO_DEVICE_STATE_RUNNING;
-const STOP_COPY = VFIO_DEVICE_STATE_STOP_COPY;
-const RESUMING = VFIO_DEVICE_STATE_RESUMING;
-const RUNNING_P2P = VFIO_DEVICE_STATE_RUNNING_P2P;
-const PRE_COPY = VFIO_DEVICE_STATE_PRE_COPY;
-const PRE_COPY_P2P = VFIO_DEVICE_STATE_PRE_COPY_P2P;
 
 // 16550 registers.
 const TX = 0;

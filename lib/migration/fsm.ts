@@ -7,6 +7,7 @@
  * The library sends the target in one SET, as QEMU does; the plan tells it in
  * advance whether the kernel will answer -EINVAL and whether a data fd comes back.
  */
+import { ERROR, STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P } from './state-names.js';
 import { MigrationStateError, type MigrationStateErrorReason } from '../errors.js';
 import {
   VFIO_DEVICE_STATE_ERROR,
@@ -44,14 +45,6 @@ export interface Arc {
 }
 
 // Short aliases so the table below reads like the kernel's.
-const ERROR = VFIO_DEVICE_STATE_ERROR;
-const STOP = VFIO_DEVICE_STATE_STOP;
-const RUNNING = VFIO_DEVICE_STATE_RUNNING;
-const STOP_COPY = VFIO_DEVICE_STATE_STOP_COPY;
-const RESUMING = VFIO_DEVICE_STATE_RESUMING;
-const RUNNING_P2P = VFIO_DEVICE_STATE_RUNNING_P2P;
-const PRE_COPY = VFIO_DEVICE_STATE_PRE_COPY;
-const PRE_COPY_P2P = VFIO_DEVICE_STATE_PRE_COPY_P2P;
 
 const NAMES: readonly string[] = ['ERROR', 'STOP', 'RUNNING', 'STOP_COPY', 'RESUMING', 'RUNNING_P2P', 'PRE_COPY', 'PRE_COPY_P2P'];
 

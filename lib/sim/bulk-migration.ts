@@ -5,17 +5,11 @@
  * resuming session validated by RESUMING → STOP. Faults are injected per arc
  * and into the reported sizes.
  */
+import { STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P } from '../migration/state-names.js';
 import type { MigrationState } from '../migration/fsm.js';
 import type { ErrnoName } from '../sys/errno.js';
 import {
   VFIO_DEVICE_STATE_ERROR,
-  VFIO_DEVICE_STATE_PRE_COPY,
-  VFIO_DEVICE_STATE_PRE_COPY_P2P,
-  VFIO_DEVICE_STATE_RESUMING,
-  VFIO_DEVICE_STATE_RUNNING,
-  VFIO_DEVICE_STATE_RUNNING_P2P,
-  VFIO_DEVICE_STATE_STOP,
-  VFIO_DEVICE_STATE_STOP_COPY,
 } from '../vfio/uapi/constants.js';
 import { checkArcFault, type SimArcFault } from './arc-fault.js';
 import { BulkResumeFile, BulkSaveFile, bulkStreamSize, type BulkStreamFaults, type BulkStreamOwner } from './bulk-stream.js';
@@ -24,13 +18,6 @@ import type { SimFile } from './file.js';
 import { nextArc } from './mig-next-arc.js';
 import type { SimMigrationOps } from './vfio-device.js';
 
-const STOP = VFIO_DEVICE_STATE_STOP;
-const RUNNING = VFIO_DEVICE_STATE_RUNNING;
-const STOP_COPY = VFIO_DEVICE_STATE_STOP_COPY;
-const RESUMING = VFIO_DEVICE_STATE_RESUMING;
-const RUNNING_P2P = VFIO_DEVICE_STATE_RUNNING_P2P;
-const PRE_COPY = VFIO_DEVICE_STATE_PRE_COPY;
-const PRE_COPY_P2P = VFIO_DEVICE_STATE_PRE_COPY_P2P;
 
 /** Device-side faults of the bulk device; every field stays in force until the plan is replaced. */
 export interface BulkFaultPlan extends BulkStreamFaults {

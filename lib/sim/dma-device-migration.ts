@@ -4,16 +4,10 @@
  * during precopy, the engine's state image once STOP_COPY is reached) and a
  * resume file that must receive the whole image before RESUMING -> STOP.
  */
+import { STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P } from '../migration/state-names.js';
 import { concatBytes } from '../bytes.js';
 import type { MigrationState } from '../migration/fsm.js';
 import {
-  VFIO_DEVICE_STATE_PRE_COPY,
-  VFIO_DEVICE_STATE_PRE_COPY_P2P,
-  VFIO_DEVICE_STATE_RESUMING,
-  VFIO_DEVICE_STATE_RUNNING,
-  VFIO_DEVICE_STATE_RUNNING_P2P,
-  VFIO_DEVICE_STATE_STOP,
-  VFIO_DEVICE_STATE_STOP_COPY,
   VFIO_MIGRATION_P2P,
   VFIO_MIGRATION_PRE_COPY,
   VFIO_MIGRATION_STOP_COPY,
@@ -26,13 +20,6 @@ import { SimFile, type FileOps, type IoctlArg } from './file.js';
 import { nextArc } from './mig-next-arc.js';
 import type { SimMigrationOps } from './vfio-device.js';
 
-const STOP = VFIO_DEVICE_STATE_STOP;
-const RUNNING = VFIO_DEVICE_STATE_RUNNING;
-const STOP_COPY = VFIO_DEVICE_STATE_STOP_COPY;
-const RESUMING = VFIO_DEVICE_STATE_RESUMING;
-const RUNNING_P2P = VFIO_DEVICE_STATE_RUNNING_P2P;
-const PRE_COPY = VFIO_DEVICE_STATE_PRE_COPY;
-const PRE_COPY_P2P = VFIO_DEVICE_STATE_PRE_COPY_P2P;
 
 /** What the driver needs from the device: its state image. */
 export interface DmaDeviceState {

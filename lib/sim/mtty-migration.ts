@@ -4,16 +4,9 @@
  * `mtty_step_state`, and the saving and resuming sessions. Also the
  * injectable device-side faults the simulator adds for tests.
  */
+import { ERROR, STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P } from '../migration/state-names.js';
 import type { MigrationState } from '../migration/fsm.js';
 import {
-  VFIO_DEVICE_STATE_ERROR,
-  VFIO_DEVICE_STATE_PRE_COPY,
-  VFIO_DEVICE_STATE_PRE_COPY_P2P,
-  VFIO_DEVICE_STATE_RESUMING,
-  VFIO_DEVICE_STATE_RUNNING,
-  VFIO_DEVICE_STATE_RUNNING_P2P,
-  VFIO_DEVICE_STATE_STOP,
-  VFIO_DEVICE_STATE_STOP_COPY,
   VFIO_MIGRATION_P2P,
   VFIO_MIGRATION_PRE_COPY,
   VFIO_MIGRATION_STOP_COPY,
@@ -25,14 +18,6 @@ import { nextArc } from './mig-next-arc.js';
 import { MttyResumeFile, MttySaveFile, mttyDataSize, type MttyMigrationFileOwner, type MttySaveFaults } from './mtty-migration-file.js';
 import type { SimMigrationOps } from './vfio-device.js';
 
-const ERROR = VFIO_DEVICE_STATE_ERROR;
-const STOP = VFIO_DEVICE_STATE_STOP;
-const RUNNING = VFIO_DEVICE_STATE_RUNNING;
-const STOP_COPY = VFIO_DEVICE_STATE_STOP_COPY;
-const RESUMING = VFIO_DEVICE_STATE_RESUMING;
-const RUNNING_P2P = VFIO_DEVICE_STATE_RUNNING_P2P;
-const PRE_COPY = VFIO_DEVICE_STATE_PRE_COPY;
-const PRE_COPY_P2P = VFIO_DEVICE_STATE_PRE_COPY_P2P;
 
 /** A failure injected into one arc of `mtty_step_state`. */
 export type MttyArcFault = SimArcFault;
