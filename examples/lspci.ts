@@ -39,7 +39,7 @@ export function describeDevice(device: VfioDevice): string {
   const cfg = cfgRegion.readBytes(0, cfgRegion.size);
   const h = decodeConfigHeader(cfg);
   out.push(
-    `${device.name} (IOMMU group ${device.group.id}): class ${hex(h.baseClass, 2)}${hex(h.subClass, 2)} [prog-if ${hex(h.progIf, 2)}]: ` +
+    `${device.name} (${device.group === null ? 'opened through its cdev' : `IOMMU group ${device.group.id}`}): class ${hex(h.baseClass, 2)}${hex(h.subClass, 2)} [prog-if ${hex(h.progIf, 2)}]: ` +
       `${hex(h.vendorId, 4)}:${hex(h.deviceId, 4)} (rev ${hex(h.revisionId, 2)})`,
   );
   out.push(`\tSubsystem: ${hex(h.subsystemVendorId, 4)}:${hex(h.subsystemId, 4)}`);

@@ -308,3 +308,25 @@ export class MigrationAbortedError extends VfioError {
     super('the migration was aborted', options);
   }
 }
+
+/**
+ * A VM start was refused because a device's interrupts are still held back:
+ * the VMM has not opened the device's `InterruptGate` (its interrupt
+ * controller is not restored yet), or the config-before-data stream never
+ * sent the record that enables them. Nothing was changed.
+ */
+export class InterruptGateClosedError extends VfioError {
+  readonly code = 'ERR_VFIO_INTERRUPT_GATE';
+  constructor(
+    /** The device (PCI address or idstr). */
+    readonly device: string,
+    /** `'gate'`: the interrupt controller is not restored; `'config'`: the stream has not enabled them yet. */
+    readonly held: 'gate' | 'config',
+  ) {
+    super(
+      held === 'gate'
+        ? `${device}: the VM cannot start before its interrupt controller is restored (open the InterruptGate first)`
+        : `${device}: the VM cannot start while the migrated config still holds its interrupts back (no enable record was loaded)`,
+    );
+  }
+}

@@ -18,13 +18,15 @@ export * from './sys/mmio.js';
 export * from './vfio/container.js';
 export * from './vfio/group.js';
 export * from './vfio/device.js';
-export { Region, queryRegionInfo, type AccessWidth } from './vfio/region.js';
+export { Region, queryRegionInfo, type AccessWidth, type RegionLayoutMode } from './vfio/region.js';
+export * from './vfio/remap-irq.js';
 export * from './vfio/mapped-area.js';
 export * from './vfio/irq.js';
 export * from './vfio/eventfd.js';
 export * from './vfio/discovery.js';
 export type { DmaMemory, DmaMapping } from './vfio/dma-memory.js';
 export type { DeviceInfo, IommuInfo, IovaRange, IrqInfo, RegionInfo, SparseArea, Type1MigrationCap, RawCap } from './vfio/uapi/info.js';
+export type { IrqInfoExt, RemapBitmap } from './vfio/uapi/extensions.js';
 
 // Dirty tracking
 export { DirtyBitmap, kernelBitmapBytes, type DirtyRun, type DirtyRunCallback, type DirtyBitmapOptions, type WasmMemory } from './vfio/dirty-bitmap.js';
@@ -53,6 +55,8 @@ export * from './pci/bar.js';
 export * from './pci/msi.js';
 export * from './pci/vmstate.js';
 export * from './pci/readonly-mask.js';
+export * from './pci/interrupt-gate.js';
+export * from './pci/qemu-config.js';
 
 // Migration
 export * from './migration/driver.js';
@@ -71,3 +75,9 @@ export * from './migration/fsm.js';
 export * from './migration/stream.js';
 export * from './migration/sections.js';
 export * from './migration/open-driver.js';
+export * from './migration/saving-layout.js';
+export * from './migration/guest-ram.js';
+export * from './migration/ram-format.js';
+export * from './migration/ram-parser.js';
+export * from './migration/ram-save.js';
+export * from './migration/ram-load.js';

@@ -8,7 +8,9 @@
  * test assumes what a previous one left in them.
  */
 import t, { type Test } from 'tap';
+import { ConfigSpaceError, InterruptGateClosedError } from '../lib/errors.js';
 import { PciConfig } from '../lib/pci/config-access.js';
+import { InterruptGate } from '../lib/pci/interrupt-gate.js';
 import { VfioPciDevice } from '../lib/pci/pci-device.js';
 import { PCI_COMMAND, PCI_COMMAND_MASTER } from '../lib/pci/regs.js';
 import { VfioContainer } from '../lib/vfio/container.js';
@@ -38,7 +40,8 @@ import { queryRegionInfo } from '../lib/vfio/region.js';
 import { EventFd } from '../lib/vfio/eventfd.js';
 import { backend, onKernel } from './helpers/backend.js';
 import { eventsDuring, nextEvent, until } from './helpers/events.js';
-import { expectErrno } from './helpers/expect.js';
+import { expectErrno, thrown } from './helpers/expect.js';
+import { EDU_CONFIG_STATE, EDU_MSI, programEdu } from './helpers/pci-guest.js';
 
 const EDU_ID = 0x010000ed;
 const RW = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
@@ -200,6 +203,44 @@ t.test('an MSI reaches the eventfd when edu raises an interrupt', async (t) => {
 
   p.writeConfig(0x42, 2, 0x0080);
   t.equal(p.interruptMode, 'intx', 'disabling MSI goes back to INTx');
+});
+
+t.test("saveConfig/loadConfig round trip: QEMU's bytes, writable config restored, MSI after the gate opens", async (t) => {
+  const { d } = open(t);
+  const gate = new InterruptGate();
+  using p = new VfioPciDevice(d, { interruptGate: gate });
+  t.equal(p.interruptMode, 'none', 'behind a closed gate not even INTx is wired');
+  const regs = p.bar(0).map()[0];
+  if (regs === undefined) return;
+  regs.write32(0x64, 0xffffffff);
+  programEdu(p);
+  t.equal(p.interruptMode, 'none', 'the guest enabled MSI: only recorded');
+  const saved = p.saveConfig();
+  t.same(saved, EDU_CONFIG_STATE, 'the bytes QEMU would write for this edu');
+
+  p.writeConfig(0x3c, 1, 0x05);
+  p.writeConfig(0x44, 4, 0xfee02000);
+  p.writeConfig(0x4c, 2, 0x4077);
+  t.equal(p.readConfig(0x4c, 2), 0x4077, 'modified');
+  p.loadConfig(saved);
+  t.equal(p.readConfig(0x44, 4), 0xfee01000, 'MSI address back');
+  t.equal(p.readConfig(0x4c, 2), 0x4041, 'MSI data back');
+  t.equal(p.qemuConfig()[0x3c], 0x0b, 'interrupt line back in QEMU\'s view');
+  t.same(p.saveConfig(), saved, 'saved again: equal');
+  t.equal(PCI_COMMAND_MASTER & d.region(VFIO_PCI_CONFIG_REGION_INDEX).read16(PCI_COMMAND), PCI_COMMAND_MASTER, 'the command register reached the device');
+  t.equal(p.interruptMode, 'none', 'loaded, still behind the gate');
+  t.type(thrown(() => p.checkCanStart()), InterruptGateClosedError, 'the VM may not start yet');
+  const other = saved.slice();
+  other[4 + 2] ^= 1;
+  t.throws(() => p.loadConfig(other), ConfigSpaceError, 'another device id is refused');
+
+  gate.open();
+  t.equal(p.interruptMode, 'msi', 'wired when the gate opens');
+  t.same(p.wiredVectors, [0]);
+  const raised = nextEvent(p, 'msi');
+  regs.write32(0x60, 0x2);
+  t.same(await raised, [EDU_MSI, { kind: 'msi', vector: 0 }], 'the MSI reaches its eventfd');
+  regs.write32(0x64, 0x2);
 });
 
 t.test('INTx: automasked, re-signalled on unmask while asserted', async (t) => {

@@ -16,10 +16,20 @@
  *
  * Every state change is QEMU's `vfio_migration_set_state`: on failure the
  * device goes to a recover state, and is reset if that fails too.
+ *
+ * The config state goes in `saveState` and loads in `loadConfig`, after all
+ * data, as QEMU 6.0+ does. With `configBeforeData` the hooks use vfio-ts's
+ * opt-in mode instead (README "Config-state ordering and the opt-in mode"):
+ * `saveSetup` declares it, the config travels before the data of the precopy
+ * and stop-copy sections whenever it changed, and is loaded at once with its
+ * interrupts held, and `saveState` sends only the record that enables them.
+ * Either way the VM cannot start (`prepareStart`, `vmStart`) while the
+ * config provider says the interrupts are still held back.
  */
 import { EventEmitter } from 'node:events';
 import type TypedEmitter from 'typed-emitter';
 import { MigrationError, StreamFormatError, UapiFormatError, VfioArgumentError, VfioError, VfioSystemError } from '../errors.js';
+import { VfioPciDevice } from '../pci/pci-device.js';
 import type { Mapping } from '../sys/sys.js';
 import type { VfioDevice } from '../vfio/device.js';
 import {
@@ -35,7 +45,7 @@ import {
   VFIO_MIGRATION_PRE_COPY,
 } from '../vfio/uapi/constants.js';
 import type { ByteSink, ByteSource } from './byte-io.js';
-import { noConfigState, pciConfigState, type ConfigStateProvider } from './config-state.js';
+import { noConfigState, pciConfigState, vfioPciConfigState, type ConfigStateProvider } from './config-state.js';
 import type { MigrationDriver } from './driver.js';
 import { stateName, type MigrationState } from './fsm.js';
 import {
@@ -44,6 +54,9 @@ import {
   VFIO_MIG_FLAG_DEV_INIT_DATA_SENT,
   VFIO_MIG_FLAG_DEV_SETUP_STATE,
   VFIO_MIG_FLAG_END_OF_STATE,
+  VFIO_TS_MIG_FLAG_CONFIG_BEFORE_DATA,
+  VFIO_TS_MIG_FLAG_DEV_CONFIG_NO_IRQ,
+  VFIO_TS_MIG_FLAG_DEV_ENABLE_IRQ,
   VfioSectionParser,
   encodeDataHeader,
   encodeTag,
@@ -75,6 +88,14 @@ export interface VfioMigrationOptions {
   idstr?: string;
   /** The config state carried after the data. Default {@link noConfigState}. */
   config?: ConfigStateProvider;
+  /**
+   * vfio-ts's opt-in config-before-data mode. Source: declare it at
+   * `saveSetup` and send the config before the data (the device needs it
+   * first; no kernel uAPI says so, so the VMM decides). Destination: accept
+   * a stream that declares it (a stream that does not is read as QEMU's).
+   * Default false: QEMU's format, and a stream in the mode is refused.
+   */
+  configBeforeData?: boolean;
   /** For {@link VfioMigration.open} on a v1 device: how to reach its data section. */
   v1?: MigrationRegionOptions;
 }
@@ -105,6 +126,8 @@ export class VfioMigration extends Emitter implements Disposable {
   readonly driver: MigrationDriver;
   readonly idstr: string;
   readonly config: ConfigStateProvider;
+  /** The opt-in config-before-data mode is on (see {@link VfioMigrationOptions.configBeforeData}). */
+  readonly configBeforeData: boolean;
   // Source
   #buffer: Mapping | undefined;
   #precopyInitSize = 0;
@@ -113,10 +136,20 @@ export class VfioMigration extends Emitter implements Disposable {
   #initialDataSent = false;
   /** DEV_DATA_STATE payload bytes sent since saveSetup. */
   #bytesSaved = 0;
+  /** Config-before-data mode: the config last sent, so an unchanged one is not sent again. */
+  #configSent: Uint8Array | undefined;
   // Destination
   #approve: (() => void) | undefined;
   #receivedConfig: Uint8Array | undefined;
   #configLoaded = false;
+  /** The stream declared the config-before-data mode. */
+  #streamConfigFirst = false;
+  /** A record other than the declaration was loaded (the declaration must come first). */
+  #loadedAny = false;
+  /** Config-before-data: a config was loaded (with its interrupts held). */
+  #earlyConfig = false;
+  /** Config-before-data: DEV_ENABLE_IRQ arrived. */
+  #enableReceived = false;
   /** The record being assembled, for a driver that needs whole records. */
   #record: { buf: Uint8Array; filled: number } | undefined;
   #bytesLoaded = 0;
@@ -126,6 +159,7 @@ export class VfioMigration extends Emitter implements Disposable {
     this.driver = driver;
     this.idstr = options.idstr ?? `${driver.label}/vfio`;
     this.config = options.config ?? noConfigState;
+    this.configBeforeData = options.configBeforeData ?? false;
     if (!Number.isSafeInteger(this.config.size) || this.config.size < 0) {
       throw new VfioArgumentError('VfioMigration', `config state size ${this.config.size} is not a non-negative integer`);
     }
@@ -134,14 +168,18 @@ export class VfioMigration extends Emitter implements Disposable {
   /**
    * The hooks for `device` with the driver its offer picks (the v2 feature
    * first, the v1 migration region otherwise: {@link openMigrationDriver})
-   * and the minimal PCI config provider ({@link pciConfigState}) when the
-   * device is PCI.
+   * and its config provider: QEMU's VFIO PCI config state
+   * ({@link vfioPciConfigState}) for a {@link VfioPciDevice}, the minimal
+   * one ({@link pciConfigState}) for a PCI device driven without it, none
+   * otherwise. The hooks own the driver, not the device.
    * @throws MigrationError `unsupported` when the device cannot migrate
    */
-  static open(device: VfioDevice, options: VfioMigrationOptions = {}): VfioMigration {
-    const driver = openMigrationDriver(device, options.v1);
+  static open(device: VfioDevice | VfioPciDevice, options: VfioMigrationOptions = {}): VfioMigration {
+    const vfio = device instanceof VfioPciDevice ? device.device : device;
+    const driver = openMigrationDriver(vfio, options.v1);
     try {
-      return new VfioMigration(driver, { ...options, config: options.config ?? (device.isPci ? pciConfigState(device) : noConfigState) });
+      const config = options.config ?? (device instanceof VfioPciDevice ? vfioPciConfigState(device) : vfio.isPci ? pciConfigState(vfio) : noConfigState);
+      return new VfioMigration(driver, { ...options, config });
     } catch (e) {
       driver.close();
       throw e;
@@ -183,7 +221,11 @@ export class VfioMigration extends Emitter implements Disposable {
     const max = this.driver.maxChunkSize;
     // A driver that takes whole records gets each one assembled in memory: bound them.
     const bound = max ?? (this.driver.resumeFraming === 'record' ? VFIO_MIG_DEFAULT_DATA_BUFFER_SIZE : undefined);
-    return { configStateSize: this.config.size, ...(bound === undefined ? {} : { maxDataSize: bound }) };
+    return {
+      configStateSize: this.config.size,
+      ...(bound === undefined ? {} : { maxDataSize: bound }),
+      ...(this.configBeforeData ? { configBeforeData: true } : {}),
+    };
   }
 
   // ------------------------------------------------------------ source
@@ -191,7 +233,8 @@ export class VfioMigration extends Emitter implements Disposable {
   /**
    * `save_setup`: sizes the read buffer from the stop-copy estimate, moves a
    * RUNNING device with PRE_COPY to PRE_COPY (recover: RUNNING) and reads its
-   * precopy estimates. Emits `DEV_SETUP_STATE, END_OF_STATE`.
+   * precopy estimates. Emits `DEV_SETUP_STATE, END_OF_STATE`, after
+   * `CONFIG_BEFORE_DATA` in the config-before-data mode.
    * @throws MigrationError `bad-state` for a PRE_COPY device neither RUNNING nor STOP
    */
   async saveSetup(sink: ByteSink, options: SaveSetupOptions = {}): Promise<void> {
@@ -212,7 +255,8 @@ export class VfioMigration extends Emitter implements Disposable {
         throw new MigrationError(`cannot start saving in ${stateName(state)}: RUNNING or STOP expected`, 'bad-state', this.driver.label);
       }
     }
-    await sink.write(encodeTag(VFIO_MIG_FLAG_DEV_SETUP_STATE), encodeTag(VFIO_MIG_FLAG_END_OF_STATE));
+    const declare = this.configBeforeData ? [encodeTag(VFIO_TS_MIG_FLAG_CONFIG_BEFORE_DATA)] : [];
+    await sink.write(...declare, encodeTag(VFIO_MIG_FLAG_DEV_SETUP_STATE), encodeTag(VFIO_MIG_FLAG_END_OF_STATE));
   }
 
   /** `state_pending_estimate`: the cached precopy estimates, in a precopy state (cheap, no system call). */
@@ -241,10 +285,12 @@ export class VfioMigration extends Emitter implements Disposable {
   /**
    * `save_live_iterate`: one read of the data fd, emitted as `DATA(n)` when
    * n > 0, then END_OF_STATE, or DEV_INIT_DATA_SENT for the first section
-   * after the initial bytes drained when switchover-ack is on.
+   * after the initial bytes drained when switchover-ack is on. In the
+   * config-before-data mode the config goes first when it changed.
    * @returns true when the device has no precopy data now (both estimates 0)
    */
   async saveLiveIterate(sink: ByteSink): Promise<boolean> {
+    if (this.configBeforeData) await this.#saveEarlyConfig(sink);
     const n = await this.#saveBlock(sink);
     this.#consumed(n);
     if (this.#switchoverAck && this.#precopyInitSize === 0 && !this.#initialDataSent) {
@@ -279,24 +325,29 @@ export class VfioMigration extends Emitter implements Disposable {
 
   /**
    * `save_live_complete_precopy`: STOP_COPY (recover: STOP), then the data fd
-   * read to its end as `DATA(n1) DATA(n2) ...`, then END_OF_STATE.
+   * read to its end as `DATA(n1) DATA(n2) ...`, then END_OF_STATE. In the
+   * config-before-data mode the final config goes first unless the
+   * destination already has it.
    */
   async saveLiveCompletePrecopy(sink: ByteSink): Promise<void> {
     this.#setState(VFIO_DEVICE_STATE_STOP_COPY, VFIO_DEVICE_STATE_STOP);
+    if (this.configBeforeData) await this.#saveEarlyConfig(sink);
     while ((await this.#saveBlock(sink)) > 0);
     await sink.write(encodeTag(VFIO_MIG_FLAG_END_OF_STATE));
   }
 
   /**
-   * `save_state`: `DEV_CONFIG_STATE`, the config provider's bytes, END_OF_STATE.
+   * `save_state`: `DEV_CONFIG_STATE`, the config provider's bytes,
+   * END_OF_STATE; in the config-before-data mode only `DEV_ENABLE_IRQ,
+   * END_OF_STATE` (the config went ahead of the data).
    * @throws VfioArgumentError when the provider returns another size than it declared
    */
   async saveState(sink: ByteSink): Promise<void> {
-    const bytes = await this.config.save();
-    if (bytes.byteLength !== this.config.size) {
-      throw new VfioArgumentError('saveState', `the config provider of ${this.idstr} gave ${bytes.byteLength} bytes, not its declared ${this.config.size}`);
+    if (this.configBeforeData) {
+      await sink.write(encodeTag(VFIO_TS_MIG_FLAG_DEV_ENABLE_IRQ), encodeTag(VFIO_MIG_FLAG_END_OF_STATE));
+      return;
     }
-    await sink.write(encodeTag(VFIO_MIG_FLAG_DEV_CONFIG_STATE), bytes, encodeTag(VFIO_MIG_FLAG_END_OF_STATE));
+    await sink.write(encodeTag(VFIO_MIG_FLAG_DEV_CONFIG_STATE), await this.#configBytes('saveState'), encodeTag(VFIO_MIG_FLAG_END_OF_STATE));
   }
 
   /**
@@ -325,6 +376,10 @@ export class VfioMigration extends Emitter implements Disposable {
     this.#approve = options.approveSwitchover;
     this.#receivedConfig = undefined;
     this.#configLoaded = false;
+    this.#streamConfigFirst = false;
+    this.#loadedAny = false;
+    this.#earlyConfig = false;
+    this.#enableReceived = false;
     this.#record = undefined;
     this.#bytesLoaded = 0;
     this.#setState(VFIO_DEVICE_STATE_RESUMING, this.driver.state);
@@ -359,14 +414,29 @@ export class VfioMigration extends Emitter implements Disposable {
    * parse the framing themselves (the runner reads whole savevm streams with
    * `SavevmParser`). Data goes into the device as it arrives (or one whole
    * record at a time, if the driver needs that); the config is kept for
-   * {@link loadConfig}.
-   * @throws StreamFormatError for data after the config, a record the driver cannot take, or a tag that is not allowed here
+   * {@link loadConfig}, or in the config-before-data mode loaded at once
+   * with its interrupts held.
+   * @throws StreamFormatError for data after the config (before it, in the
+   *   config-before-data mode), a record the driver cannot take, or a tag
+   *   that is not allowed here
    */
   async loadRecord(record: VfioRecord): Promise<void> {
+    if (record.kind === 'config-mode') {
+      if (!this.configBeforeData) {
+        throw new StreamFormatError(`${this.idstr}: the stream uses the config-before-data mode, which these hooks do not accept (option configBeforeData)`, record.offset, VFIO_TS_MIG_FLAG_CONFIG_BEFORE_DATA);
+      }
+      if (this.#loadedAny) throw new StreamFormatError(`${this.idstr}: CONFIG_BEFORE_DATA must open the setup section`, record.offset, VFIO_TS_MIG_FLAG_CONFIG_BEFORE_DATA);
+      this.#streamConfigFirst = true;
+      return;
+    }
+    this.#loadedAny = true;
     switch (record.kind) {
       case 'data-begin': {
-        if (this.#receivedConfig !== undefined) {
+        if (this.#receivedConfig !== undefined || this.#enableReceived) {
           throw new StreamFormatError(`${this.idstr}: device data after the config state (every data byte must come first)`, record.offset, VFIO_MIG_FLAG_DEV_DATA_STATE);
+        }
+        if (this.#streamConfigFirst && !this.#earlyConfig) {
+          throw new StreamFormatError(`${this.idstr}: device data before its config in the config-before-data mode`, record.offset, VFIO_MIG_FLAG_DEV_DATA_STATE);
         }
         if (this.driver.resumeFraming === 'record') this.#record = { buf: new Uint8Array(record.size), filled: 0 };
         return;
@@ -397,7 +467,20 @@ export class VfioMigration extends Emitter implements Disposable {
         return;
       }
       case 'config':
+        if (this.#streamConfigFirst) {
+          throw new StreamFormatError(`${this.idstr}: DEV_CONFIG_STATE in a config-before-data stream (expected DEV_ENABLE_IRQ)`, record.offset, VFIO_MIG_FLAG_DEV_CONFIG_STATE);
+        }
         this.#receivedConfig = record.bytes.slice();
+        return;
+      case 'config-early':
+        this.#checkConfigFirst(record.offset, VFIO_TS_MIG_FLAG_DEV_CONFIG_NO_IRQ, 'DEV_CONFIG_NO_IRQ');
+        await this.config.load(record.bytes.slice(), { interrupts: 'hold' });
+        this.#earlyConfig = true;
+        return;
+      case 'enable-interrupts':
+        this.#checkConfigFirst(record.offset, VFIO_TS_MIG_FLAG_DEV_ENABLE_IRQ, 'DEV_ENABLE_IRQ');
+        if (!this.#earlyConfig) throw new StreamFormatError(`${this.idstr}: DEV_ENABLE_IRQ before any DEV_CONFIG_NO_IRQ`, record.offset, VFIO_TS_MIG_FLAG_DEV_ENABLE_IRQ);
+        this.#enableReceived = true;
         return;
       case 'config-load-ready':
         throw new StreamFormatError(`${this.idstr}: DEV_CONFIG_LOAD_READY belongs to multifd transfer, which is not supported`, record.offset);
@@ -407,22 +490,30 @@ export class VfioMigration extends Emitter implements Disposable {
     }
   }
 
-  /** True once a config state has arrived (it may not be loaded yet). */
+  /** True once the config state has arrived whole (it may not be loaded yet): DEV_CONFIG_STATE, or in the config-before-data mode DEV_ENABLE_IRQ. */
   get hasConfig(): boolean {
-    return this.#receivedConfig !== undefined;
+    return this.#receivedConfig !== undefined || this.#enableReceived;
   }
 
   /**
    * Loads the received config state into the device: a step of its own,
    * after every data byte and before the VM starts (QEMU loads it when it
-   * parses the FULL section, which comes after all data). Idempotent.
-   * @throws MigrationError `incomplete` when no config state arrived
+   * parses the FULL section, which comes after all data). In the
+   * config-before-data mode the config is in already: this step ends its
+   * hold on the interrupts. Either way a device behind a closed interrupt
+   * gate wires its interrupts only when the gate opens. Idempotent.
+   * @throws MigrationError `incomplete` when no config state arrived (in the mode: no DEV_ENABLE_IRQ)
    */
   async loadConfig(): Promise<void> {
     if (this.#configLoaded) return;
-    const bytes = this.#receivedConfig;
-    if (bytes === undefined) throw new MigrationError('the stream carried no config state for this device', 'incomplete', this.idstr);
-    await this.config.load(bytes);
+    if (this.#streamConfigFirst) {
+      if (!this.#enableReceived) throw new MigrationError('the config-before-data stream never enabled the interrupts (no DEV_ENABLE_IRQ)', 'incomplete', this.idstr);
+      this.config.enableInterrupts?.();
+    } else {
+      const bytes = this.#receivedConfig;
+      if (bytes === undefined) throw new MigrationError('the stream carried no config state for this device', 'incomplete', this.idstr);
+      await this.config.load(bytes);
+    }
     this.#configLoaded = true;
   }
 
@@ -436,14 +527,20 @@ export class VfioMigration extends Emitter implements Disposable {
    * QEMU's `prepare_cb` at VM start: RUNNING_P2P (from RESUMING the kernel
    * walks RESUMING → STOP, which validates the data, then STOP → RUNNING_P2P);
    * reset on failure. Call it for every device before any {@link vmStart}.
-   * A no-op without P2P.
+   * A no-op without P2P, apart from the check.
+   * @throws InterruptGateClosedError, before anything changes, while the config provider holds the interrupts back
    */
   prepareStart(): void {
+    this.config.checkStart?.();
     if (this.supportsP2P) this.#setStateOrReset(VFIO_DEVICE_STATE_RUNNING_P2P);
   }
 
-  /** QEMU's `vfio_vmstate_change` at VM start: RUNNING, reset on failure. */
+  /**
+   * QEMU's `vfio_vmstate_change` at VM start: RUNNING, reset on failure.
+   * @throws InterruptGateClosedError, before anything changes, while the config provider holds the interrupts back
+   */
   vmStart(): void {
+    this.config.checkStart?.();
     this.#setStateOrReset(VFIO_DEVICE_STATE_RUNNING);
   }
 
@@ -466,8 +563,31 @@ export class VfioMigration extends Emitter implements Disposable {
 
   // ------------------------------------------------------------ internals
 
+  /** The provider's config bytes, checked against its declared size. */
+  async #configBytes(op: string): Promise<Uint8Array> {
+    const bytes = await this.config.save();
+    if (bytes.byteLength !== this.config.size) {
+      throw new VfioArgumentError(op, `the config provider of ${this.idstr} gave ${bytes.byteLength} bytes, not its declared ${this.config.size}`);
+    }
+    return bytes;
+  }
+
+  /** Config-before-data: `DEV_CONFIG_NO_IRQ` and the config, unless the destination has these very bytes already. */
+  async #saveEarlyConfig(sink: ByteSink): Promise<void> {
+    const bytes = await this.#configBytes('saveEarlyConfig');
+    if (this.#configSent !== undefined && Buffer.compare(bytes, this.#configSent) === 0) return;
+    this.#configSent = bytes.slice();
+    await sink.write(encodeTag(VFIO_TS_MIG_FLAG_DEV_CONFIG_NO_IRQ), bytes);
+  }
+
+  /** A config-before-data record needs the stream to have declared the mode. */
+  #checkConfigFirst(offset: number, tag: bigint, name: string): void {
+    if (!this.#streamConfigFirst) throw new StreamFormatError(`${this.idstr}: ${name} in a stream that did not declare the config-before-data mode`, offset, tag);
+  }
+
   #resetSaveState(): void {
     this.#buffer = undefined;
+    this.#configSent = undefined;
     this.#precopyInitSize = 0;
     this.#precopyDirtySize = 0;
     this.#initialDataSent = false;

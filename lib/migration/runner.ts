@@ -8,9 +8,13 @@
  *   section from `save_setup`, PART sections from `save_live_iterate`, an END
  *   section from `save_live_complete_precopy`, a FULL section from
  *   `save_state`; footers; EOF), each device named `"<name>/vfio"`;
- * - the source iterates while pending > bandwidth × downtime limit (and, with
- *   switchover-ack, until the destination acked), then stops the vCPUs (a
- *   callback), quiesces and stops the devices, completes, saves the config;
+ * - with guest RAM ({@link RamSaver}), QEMU's `"ram"` section (id 0) leads
+ *   each phase, as QEMU registers it first: the block list, then the dirty
+ *   pages of each round, then what is still dirty once everything stopped;
+ * - the source iterates while pending (RAM's dirty pages included) >
+ *   bandwidth × downtime limit (and, with switchover-ack, until the
+ *   destination acked), then stops the vCPUs (a callback), quiesces and stops
+ *   the devices, sends the last RAM pages, completes, saves the config;
  * - the destination writes every data byte before it loads any config, and
  *   makes the devices RUNNING only when it starts the VM.
  *
@@ -20,7 +24,8 @@
  * is off and the source cannot learn how the load went.
  *
  * Memory stays bounded: the source reads one buffer (≤ 1 MiB) at a time and
- * waits for the stream to take it; the destination pulls one chunk at a time.
+ * waits for the stream to take it (RAM: one batch of pages); the destination
+ * pulls one chunk at a time and writes it into the device (or the RAM).
  * On failure or abort the source devices go back to RUNNING (reset if that
  * fails) and the vCPUs resume; the destination devices are reset.
  */
@@ -33,6 +38,10 @@ import type { MigrationState } from './fsm.js';
 import { MigrationGroup } from './group.js';
 import type { VfioMigration } from './hooks.js';
 import { ReadableSource, writableSink } from './node-streams.js';
+import { RAM_SECTION_IDSTR, RAM_SECTION_VERSION } from './ram-format.js';
+import type { RamLoader, RamLoadStats } from './ram-load.js';
+import type { RamRecord } from './ram-parser.js';
+import type { RamSaveStats, RamSaver } from './ram-save.js';
 import { encodeReturnPathMessage, ReturnPathParser } from './return-path.js';
 import {
   QEMU_VM_SECTION_END,
@@ -49,6 +58,8 @@ import {
 
 /** QEMU's default `downtime-limit`, in milliseconds. */
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
+/** The section id of `"ram"`: the first one, as QEMU registers RAM before any device. */
+export const RAM_SECTION_ID = 0;
 
 /** Events both runners emit. */
 export type RunnerEvents = {
@@ -76,6 +87,8 @@ export interface IterationInfo extends PendingCheck {
   readonly iteration: number;
   /** Device data bytes this round sent. */
   readonly deviceBytes: number;
+  /** RAM pages this round sent (0 without RAM). */
+  readonly ramPages: number;
   /** The bandwidth now assumed, in bytes per second. */
   readonly bandwidth: number;
 }
@@ -130,6 +143,8 @@ export interface SourceOptions {
   readonly endOutput?: boolean;
   /** Cancels the migration: the devices go back to RUNNING and the vCPUs resume. */
   readonly signal?: AbortSignal;
+  /** Guest RAM, migrated in the stream ahead of the devices; its tracker is started at setup if it is not running. */
+  readonly ram?: RamSaver;
 }
 
 /** What a completed outgoing migration did. */
@@ -152,6 +167,8 @@ export interface SourceResult {
   readonly switchover: PendingCheck;
   /** The destination's final status (0: running), when there is a return path. */
   readonly destinationStatus: number | undefined;
+  /** What the RAM hooks did, when there is RAM. */
+  readonly ram: RamSaveStats | undefined;
 }
 
 /** Options of {@link MigrationDestination}. */
@@ -170,6 +187,8 @@ export interface DestinationOptions {
   readonly startVcpus?: () => void | Promise<void>;
   /** Cancels the load: the devices are reset. */
   readonly signal?: AbortSignal;
+  /** Guest RAM the stream's `"ram"` sections load into; without it such a section is an unknown device. */
+  readonly ram?: RamLoader;
 }
 
 /** What a completed incoming migration did. */
@@ -182,6 +201,8 @@ export interface DestinationResult {
   readonly switchoverAcked: boolean;
   /** Whether the devices were started. */
   readonly started: boolean;
+  /** What was loaded into RAM, when there is RAM. */
+  readonly ram: RamLoadStats | undefined;
 }
 
 // typed-emitter ships CommonJS typings: under NodeNext its interface is the module's `default`.
@@ -222,7 +243,8 @@ export class MigrationSource extends SourceEmitter {
       const r = await this.#migrate(group, out, returnPath, switchoverAck, () => {
         vcpusStopped = true;
       });
-      for (const d of o.devices) this.#cleanupAfterCommit(d);
+      for (const d of o.devices) this.#tryOrWarn(() => d.saveCleanup(), d.idstr);
+      this.#cleanupRam();
       if (o.endOutput ?? true) o.output.end();
       return { ...r, bytes: out.bytes, totalMs: performance.now() - started };
     } catch (e) {
@@ -244,7 +266,7 @@ export class MigrationSource extends SourceEmitter {
     onStopped: () => void,
   ): Promise<Omit<SourceResult, 'bytes' | 'totalMs'>> {
     const o = this.#o;
-    const devices = o.devices;
+    const { devices, ram } = o;
     const ids = new Map(devices.map((d, i) => [d, i + 1]));
     const section = async <T>(header: SectionHeader, body: () => Promise<T>): Promise<T> => {
       await out.write(encodeSectionHeader(header));
@@ -263,6 +285,10 @@ export class MigrationSource extends SourceEmitter {
 
     out.checkAbort();
     if (o.fileHeader ?? true) await out.write(encodeFileHeader());
+    if (ram !== undefined) {
+      const header = { type: QEMU_VM_SECTION_START, sectionId: RAM_SECTION_ID, idstr: RAM_SECTION_IDSTR, instanceId: 0, versionId: RAM_SECTION_VERSION } as const;
+      await section(header, () => ram.saveSetup(out));
+    }
     for (const d of devices) await section(full(QEMU_VM_SECTION_START, d), () => d.saveSetup(out, { switchoverAck }));
 
     // Precopy: QEMU's migration_iteration_run.
@@ -274,31 +300,35 @@ export class MigrationSource extends SourceEmitter {
     for (;;) {
       out.checkAbort();
       const threshold = (bandwidth * limitMs) / 1000;
-      let pending = group.pendingEstimate();
+      let ramPending = ram?.statePendingEstimate() ?? 0;
+      let pending = group.pendingEstimate() + ramPending;
       let exact = false;
       if (pending < threshold) {
-        pending = group.pendingExact();
+        ramPending = ram?.statePendingExact() ?? 0;
+        pending = group.pendingExact() + ramPending;
         exact = true;
       }
       check = { pending, threshold, exact };
       this.emit('pending', check);
       const canSwitchover = !switchoverAck || (returnPath?.acked ?? false);
       const active = group.iterating();
-      // Without a device in precopy nothing can lower `pending`: waiting would not converge.
-      if (canSwitchover && (pending <= threshold || active.length === 0)) break;
+      // Without a device in precopy only RAM rounds can lower `pending`: once RAM fits, waiting would not converge.
+      if (canSwitchover && (pending <= threshold || (active.length === 0 && ramPending <= threshold))) break;
       if (iterations >= (o.maxIterations ?? Infinity)) {
         throw new MigrationError(`${pending} bytes pending after ${iterations} rounds still exceed the ${Math.round(threshold)}-byte budget`, 'no-convergence');
       }
       iterations++;
       const before = { stream: out.bytes, device: deviceBytes(), at: performance.now() };
+      const ramPages = ram === undefined ? 0 : await section({ type: QEMU_VM_SECTION_PART, sectionId: RAM_SECTION_ID }, () => ram.saveLiveIterate(out));
       for (const d of active) await section({ type: QEMU_VM_SECTION_PART, sectionId: ids.get(d) ?? 0 }, () => d.saveLiveIterate(out));
       const moved = deviceBytes() - before.device;
-      if (o.bandwidth === undefined && moved > 0) {
+      const progressed = moved > 0 || ramPages > 0;
+      if (o.bandwidth === undefined && progressed) {
         measured = { bytes: measured.bytes + out.bytes - before.stream, ms: measured.ms + performance.now() - before.at };
         if (measured.ms > 0) bandwidth = (measured.bytes * 1000) / measured.ms;
       }
-      this.emit('iteration', { ...check, iteration: iterations, deviceBytes: moved, bandwidth });
-      if (moved === 0) await out.idle(o.idleWaitMs ?? 10);
+      this.emit('iteration', { ...check, iteration: iterations, deviceBytes: moved, ramPages, bandwidth });
+      if (!progressed) await out.idle(o.idleWaitMs ?? 10);
     }
     const precopyBytes = deviceBytes();
 
@@ -308,6 +338,8 @@ export class MigrationSource extends SourceEmitter {
     await o.stopVcpus?.();
     onStopped();
     group.stop();
+    // Nothing writes RAM any more: the final sync sees every last page.
+    if (ram !== undefined) await section({ type: QEMU_VM_SECTION_END, sectionId: RAM_SECTION_ID }, () => ram.saveLiveCompletePrecopy(out));
     for (const d of devices) await section({ type: QEMU_VM_SECTION_END, sectionId: ids.get(d) ?? 0 }, () => d.saveLiveCompletePrecopy(out));
     for (const d of devices) await section(full(QEMU_VM_SECTION_FULL, d), () => d.saveState(out));
     await out.write(encodeEof());
@@ -318,32 +350,44 @@ export class MigrationSource extends SourceEmitter {
     }
     const downtimeMs = performance.now() - downtimeStart;
     this.emit('downtime', downtimeMs);
-    return { iterations, precopyBytes, stopCopyBytes: deviceBytes() - precopyBytes, downtimeMs, bandwidth, switchover: check, destinationStatus };
+    return {
+      iterations,
+      precopyBytes,
+      stopCopyBytes: deviceBytes() - precopyBytes,
+      downtimeMs,
+      bandwidth,
+      switchover: check,
+      destinationStatus,
+      ram: ram?.stats,
+    };
   }
 
-  /** After the commit the VM runs on the destination: a failing cleanup is only worth a warning. */
-  #cleanupAfterCommit(d: VfioMigration): void {
+  /**
+   * A cleanup step that cannot change the outcome: after the commit the VM
+   * runs on the destination, after a failure the error is already decided.
+   * Its failure is only worth a warning.
+   */
+  #tryOrWarn(step: () => void, idstr: string): void {
     try {
-      d.saveCleanup();
+      step();
     } catch (e) {
-      this.#warn(e, d.idstr);
+      this.#warn(e, idstr);
     }
   }
 
-  /** QEMU after a failed migration: cleanup, devices RUNNING (reset on failure), vCPUs resumed, stream closed. */
+  /** `ram_save_cleanup`: RAM tracking off again. */
+  #cleanupRam(): void {
+    const { ram } = this.#o;
+    if (ram !== undefined) this.#tryOrWarn(() => ram.saveCleanup(), RAM_SECTION_IDSTR);
+  }
+
+  /** QEMU after a failed migration: cleanup, devices RUNNING (reset on failure), RAM tracking off, vCPUs resumed, stream closed. */
   async #recover(vcpusStopped: boolean, error: unknown): Promise<void> {
     const o = this.#o;
+    this.#cleanupRam();
     for (const d of o.devices) {
-      try {
-        d.saveCleanup();
-      } catch (e) {
-        this.#warn(e, d.idstr);
-      }
-      try {
-        d.abortSave();
-      } catch (e) {
-        this.#warn(e, d.idstr);
-      }
+      this.#tryOrWarn(() => d.saveCleanup(), d.idstr);
+      this.#tryOrWarn(() => d.abortSave(), d.idstr);
     }
     if (vcpusStopped) await o.resumeVcpus?.();
     // The destination sees a truncated stream and resets its devices; an abort does not wait for a full pipe.
@@ -439,8 +483,13 @@ export class MigrationDestination extends DestinationEmitter {
     for (const d of o.devices) d.loadSetup(switchoverAck && d.supportsPrecopy ? { approveSwitchover: approve } : {});
     if (switchoverAck && acksPending === 0) sendAck();
 
-    const parser = new SavevmParser({ device: (h) => byIdstr.get(h.idstr)?.parserOptions() });
+    const { ram } = o;
+    const parser = new SavevmParser<RamRecord>({
+      device: (h) => byIdstr.get(h.idstr)?.parserOptions(),
+      section: (h, offset) => ram?.sectionParser(h, offset),
+    });
     let current: VfioMigration | undefined;
+    let ramComplete = false;
     let bytes = 0;
     for (let eof = false; !eof; ) {
       if (signal?.aborted === true) throw new MigrationAbortedError({ cause: signal.reason });
@@ -452,11 +501,16 @@ export class MigrationDestination extends DestinationEmitter {
       bytes += chunk.byteLength;
       this.emit('bytes', bytes);
       for (const r of parser.push(chunk)) {
-        if (r.kind === 'section-header') current = byIdstr.get(r.device.idstr);
-        else if (r.kind === 'vfio') await current?.loadRecord(r.record);
+        if (r.kind === 'section-header') {
+          current = byIdstr.get(r.device.idstr);
+          // RAM is complete once the END section (the pages sent after the source stopped) is read.
+          if (r.header.type === QEMU_VM_SECTION_END && r.device.idstr === RAM_SECTION_IDSTR) ramComplete = true;
+        } else if (r.kind === 'vfio') await current?.loadRecord(r.record);
+        else if (r.kind === 'content') ram?.loadRecord(r.record);
         else if (r.kind === 'eof') eof = true;
       }
     }
+    if (ram !== undefined && !ramComplete) throw new MigrationError('the stream carried no complete guest RAM (no END section of "ram")', 'incomplete', RAM_SECTION_IDSTR);
     await ackSent;
     for (const d of o.devices) await d.loadConfig();
     for (const d of o.devices) d.loadCleanup();
@@ -467,7 +521,7 @@ export class MigrationDestination extends DestinationEmitter {
       await o.startVcpus?.();
     }
     const deviceBytes = o.devices.reduce((n, d) => n + d.bytesLoaded, 0);
-    return { bytes, deviceBytes, switchoverAcked: ackSent !== undefined, started: start };
+    return { bytes, deviceBytes, switchoverAcked: ackSent !== undefined, started: start, ram: ram?.stats };
   }
 }
 

@@ -2,10 +2,11 @@
  * QEMU's savevm framing (migration/savevm.c) around VFIO device content: the
  * file header, section headers and footers, and EOF; writers and an
  * incremental parser that hands each section's content to a
- * {@link VfioSectionParser}.
+ * {@link VfioSectionParser}, or to another {@link SectionContentParser} for
+ * sections that are not a VFIO device's (QEMU's `"ram"`).
  *
- * Section content has no length prefix: it ends where the VFIO parser says
- * `vfio_load_state` would return, and the footer must follow at once.
+ * Section content has no length prefix: it ends where the content parser
+ * says the handler's `load_state` would return, and the footer must follow at once.
  */
 import { StreamFormatError, VfioArgumentError } from '../errors.js';
 import { FieldCollector, VfioSectionParser, type VfioParserOptions, type VfioRecord } from './stream.js';
@@ -114,8 +115,31 @@ function checkU32(what: string, value: number): void {
 // ---------------------------------------------------------------------------
 // Parser
 
-/** What {@link SavevmParser} delivers, in stream order. */
-export type SavevmRecord =
+/**
+ * Reads one kind of section content, as one call of its handler's
+ * `load_state` would ({@link VfioSectionParser} is VFIO's). One instance
+ * serves every section of a section id, in stream order.
+ */
+export interface SectionContentParser<R> {
+  /** Starts a section whose first content byte is at stream offset `offset`. */
+  begin(offset: number): void;
+  /**
+   * Consumes bytes of `chunk` from `start` up to the section's last byte, passing records to `emit`.
+   * @returns the count consumed: all of them unless the section ended
+   * @throws StreamFormatError on malformed content
+   */
+  feed(chunk: Uint8Array, start: number, emit: (record: R) => void): number;
+  /** True once the section's content is complete. */
+  readonly ended: boolean;
+  /**
+   * Declares the end of input.
+   * @throws StreamFormatError if the section is not complete
+   */
+  finish(): void;
+}
+
+/** What {@link SavevmParser} delivers, in stream order; `R` is what its non-VFIO sections' parsers deliver. */
+export type SavevmRecord<R = never> =
   | { readonly kind: 'file-header'; readonly offset: number; readonly version: number }
   | {
       readonly kind: 'section-header';
@@ -125,11 +149,19 @@ export type SavevmRecord =
       readonly device: FullSectionHeader;
     }
   | { readonly kind: 'vfio'; readonly sectionId: number; readonly record: VfioRecord }
+  | SavevmContentRecord<R>
   | { readonly kind: 'section-footer'; readonly offset: number; readonly sectionId: number }
   | { readonly kind: 'eof'; readonly offset: number };
 
+/**
+ * A record of a section read by a {@link SavevmParserOptions.section} parser.
+ * It exists only when there can be one (`R` is not `never`), so code written
+ * for VFIO-only streams still covers every kind.
+ */
+export type SavevmContentRecord<R> = [R] extends [never] ? never : { readonly kind: 'content'; readonly sectionId: number; readonly record: R };
+
 /** Options of {@link SavevmParser}. */
-export interface SavevmParserOptions {
+export interface SavevmParserOptions<R = never> {
   /**
    * The VFIO parser options for the device a START or FULL section names
    * (its `configStateSize` in particular), or `undefined` to reject the section
@@ -137,20 +169,29 @@ export interface SavevmParserOptions {
    * default options.
    */
   device?: (header: FullSectionHeader) => VfioParserOptions | undefined;
+  /**
+   * The parser of a section that is not a VFIO device's (QEMU's `"ram"`),
+   * asked first when a section id's first START or FULL header is complete
+   * (`offset`: where that section starts); `undefined` leaves the section to
+   * {@link device}. It may throw a StreamFormatError (a version it cannot
+   * load). Its records come as `content` records.
+   */
+  section?: (header: FullSectionHeader, offset: number) => SectionContentParser<R> | undefined;
 }
 
-interface Device {
+/** A section id's handler: the START or FULL header that introduced it, and its content parser. */
+interface Handler<R> {
   readonly header: FullSectionHeader;
-  readonly parser: VfioSectionParser;
+  readonly content: { readonly kind: 'vfio'; readonly parser: VfioSectionParser } | { readonly kind: 'content'; readonly parser: SectionContentParser<R> };
 }
 
 /** Phases that collect a fixed-size field into the parser's {@link FieldCollector}. */
 type FieldPhase = 'file-header' | 'type' | 'section-id' | 'idstr-len' | 'idstr' | 'ids' | 'footer';
 
-type State =
+type State<R> =
   | { readonly phase: 'begin' | 'eof' | FieldPhase }
-  /** The section's VFIO content, read by its device's parser. */
-  | { readonly phase: 'content'; readonly device: Device };
+  /** The section's content, read by its handler's parser. */
+  | { readonly phase: 'content'; readonly device: Handler<R> };
 
 const TRUNCATED_WHERE: Readonly<Record<'begin' | FieldPhase, string>> = {
   begin: 'before the first byte',
@@ -164,18 +205,20 @@ const TRUNCATED_WHERE: Readonly<Record<'begin' | FieldPhase, string>> = {
 };
 
 /**
- * Parses a QEMU-shaped savevm stream of VFIO sections: an optional file header,
+ * Parses a QEMU-shaped savevm stream of VFIO sections (and others, with
+ * {@link SavevmParserOptions.section}): an optional file header,
  * START/PART/END/FULL sections each closed by its footer, then QEMU_VM_EOF.
  * Feed it with {@link push}, in chunks split anywhere, then call {@link end}.
  * Memory stays bounded: data payloads are passed on as views of the chunks.
  * After a {@link StreamFormatError} every call throws that error again.
  */
-export class SavevmParser {
+export class SavevmParser<R = never> {
   private readonly deviceOptions: (header: FullSectionHeader) => VfioParserOptions | undefined;
-  private readonly devices = new Map<number, Device>();
+  private readonly sectionParser: (header: FullSectionHeader, offset: number) => SectionContentParser<R> | undefined;
+  private readonly devices = new Map<number, Handler<R>>();
   private readonly field = new FieldCollector(MAX_IDSTR_BYTES);
   private readonly decoder = new TextDecoder();
-  private state: State = { phase: 'begin' };
+  private state: State<R> = { phase: 'begin' };
   private position = 0;
   private fieldOffset = 0;
   private sectionOffset = 0;
@@ -184,8 +227,9 @@ export class SavevmParser {
   private idstr = '';
   private failure: unknown;
 
-  constructor(options: SavevmParserOptions = {}) {
+  constructor(options: SavevmParserOptions<R> = {}) {
     this.deviceOptions = options.device ?? (() => ({}));
+    this.sectionParser = options.section ?? (() => undefined);
   }
 
   /** Stream offset of the next byte. */
@@ -197,9 +241,9 @@ export class SavevmParser {
    * Parses `chunk`. The records' `data` views point into `chunk`.
    * @throws StreamFormatError on malformed input (VfioArgumentError if `options.device` returns bad limits)
    */
-  push(chunk: Uint8Array): SavevmRecord[] {
+  push(chunk: Uint8Array): SavevmRecord<R>[] {
     this.rethrow();
-    const out: SavevmRecord[] = [];
+    const out: SavevmRecord<R>[] = [];
     try {
       this.parse(chunk, out);
     } catch (err) {
@@ -219,7 +263,7 @@ export class SavevmParser {
     try {
       if (state.phase === 'eof') return;
       if (state.phase === 'content') {
-        state.device.parser.finish(); // throws: it knows best what is missing
+        state.device.content.parser.finish(); // throws: it knows best what is missing
         throw new StreamFormatError(`savevm stream truncated inside section ${this.sectionId}`, this.position);
       }
       throw new StreamFormatError(`savevm stream truncated ${TRUNCATED_WHERE[state.phase]}`, this.position);
@@ -233,7 +277,7 @@ export class SavevmParser {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  private parse(chunk: Uint8Array, out: SavevmRecord[]): void {
+  private parse(chunk: Uint8Array, out: SavevmRecord<R>[]): void {
     let pos = 0;
     while (pos < chunk.length) {
       const { state } = this;
@@ -244,14 +288,19 @@ export class SavevmParser {
           else this.expect('type', 1);
           break;
         case 'content': {
-          const { parser } = state.device;
+          const { content } = state.device;
           const sectionId = this.sectionId;
-          const n = parser.feed(chunk, pos, (record) => {
-            out.push({ kind: 'vfio', sectionId, record });
-          });
+          const n =
+            content.kind === 'vfio'
+              ? content.parser.feed(chunk, pos, (record) => {
+                  out.push({ kind: 'vfio', sectionId, record });
+                })
+              : content.parser.feed(chunk, pos, (record) => {
+                  out.push(contentRecord(sectionId, record));
+                });
           pos += n;
           this.position += n;
-          if (parser.ended) this.expect('footer', FOOTER_SIZE);
+          if (content.parser.ended) this.expect('footer', FOOTER_SIZE);
           break;
         }
         case 'eof':
@@ -273,7 +322,7 @@ export class SavevmParser {
   }
 
   /** The field of `phase` is complete. */
-  private onField(phase: FieldPhase, out: SavevmRecord[]): void {
+  private onField(phase: FieldPhase, out: SavevmRecord<R>[]): void {
     const { field } = this;
     switch (phase) {
       case 'file-header': {
@@ -316,7 +365,7 @@ export class SavevmParser {
     }
   }
 
-  private onSectionType(type: number, out: SavevmRecord[]): void {
+  private onSectionType(type: number, out: SavevmRecord<R>[]): void {
     this.sectionOffset = this.fieldOffset;
     this.sectionType = type;
     switch (type) {
@@ -339,7 +388,7 @@ export class SavevmParser {
   }
 
   /** A PART or END header is complete: its id must belong to a device already introduced. */
-  private openPart(out: SavevmRecord[]): void {
+  private openPart(out: SavevmRecord<R>[]): void {
     const device = this.devices.get(this.sectionId);
     if (device === undefined) throw new StreamFormatError(`section ${this.sectionId} was never started (no START or FULL section with that id)`, this.fieldOffset);
     const type = this.sectionType === QEMU_VM_SECTION_PART ? QEMU_VM_SECTION_PART : QEMU_VM_SECTION_END;
@@ -347,19 +396,15 @@ export class SavevmParser {
   }
 
   /** A START or FULL header is complete: (re)bind its id to the device it names. */
-  private openFull(instanceId: number, versionId: number, out: SavevmRecord[]): void {
+  private openFull(instanceId: number, versionId: number, out: SavevmRecord<R>[]): void {
     const type = this.sectionType === QEMU_VM_SECTION_START ? QEMU_VM_SECTION_START : QEMU_VM_SECTION_FULL;
     const header: FullSectionHeader = { type, sectionId: this.sectionId, idstr: this.idstr, instanceId, versionId };
     const known = this.devices.get(header.sectionId);
-    let device: Device;
+    let device: Handler<R>;
     if (known === undefined) {
-      const options = this.deviceOptions(header);
-      if (options === undefined) {
-        throw new StreamFormatError(`unknown device ${JSON.stringify(header.idstr)} instance ${instanceId} version ${versionId} in section ${header.sectionId}`, this.sectionOffset);
-      }
-      device = { header, parser: new VfioSectionParser(options) };
+      device = { header, content: this.handlerOf(header) };
     } else if (known.header.idstr === header.idstr && known.header.instanceId === instanceId) {
-      device = { header, parser: known.parser };
+      device = { header, content: known.content };
     } else {
       throw new StreamFormatError(
         // JSON quoting: idstrs come from the stream and may hold any byte.
@@ -371,13 +416,24 @@ export class SavevmParser {
     this.openContent(header, device, out);
   }
 
-  private openContent(header: SectionHeader, device: Device, out: SavevmRecord[]): void {
+  /** The content parser for a new section id: another handler's, else a VFIO device's. */
+  private handlerOf(header: FullSectionHeader): Handler<R>['content'] {
+    const other = this.sectionParser(header, this.sectionOffset);
+    if (other !== undefined) return { kind: 'content', parser: other };
+    const options = this.deviceOptions(header);
+    if (options === undefined) {
+      throw new StreamFormatError(`unknown device ${JSON.stringify(header.idstr)} instance ${header.instanceId} version ${header.versionId} in section ${header.sectionId}`, this.sectionOffset);
+    }
+    return { kind: 'vfio', parser: new VfioSectionParser(options) };
+  }
+
+  private openContent(header: SectionHeader, device: Handler<R>, out: SavevmRecord<R>[]): void {
     out.push({ kind: 'section-header', offset: this.sectionOffset, header, device: device.header });
-    device.parser.begin(this.position);
+    device.content.parser.begin(this.position);
     this.state = { phase: 'content', device };
   }
 
-  private closeSection(mark: number, sectionId: number, out: SavevmRecord[]): void {
+  private closeSection(mark: number, sectionId: number, out: SavevmRecord<R>[]): void {
     if (mark !== QEMU_VM_SECTION_FOOTER) {
       throw new StreamFormatError(`section ${this.sectionId} is not followed by its footer (found 0x${mark.toString(16)})`, this.fieldOffset);
     }
@@ -387,4 +443,9 @@ export class SavevmParser {
     out.push({ kind: 'section-footer', offset: this.fieldOffset, sectionId });
     this.expect('type', 1);
   }
+}
+
+/** A `content` record: only ever made from a record a content parser produced, so `R` is not `never` here. */
+function contentRecord<R>(sectionId: number, record: R): SavevmContentRecord<R> {
+  return { kind: 'content', sectionId, record } as SavevmContentRecord<R>;
 }

@@ -7,6 +7,15 @@
  * input chunks, so a device state of any size streams through in memory bounded
  * by the chunk size. Only the config state (small, sized by the destination) is
  * collected into one buffer, because QEMU's vmstate carries no length.
+ *
+ * vfio-ts's opt-in "config before data" mode (the 2020 ordering thread's
+ * proposal, README "Config-state ordering and the opt-in mode") adds three
+ * tags of its own, outside QEMU's numbering: a declaration that opens the
+ * setup section, a config record that travels with the data and must not
+ * enable interrupts, and the record of `save_state` that enables them. A
+ * parser accepts them only with {@link VfioParserOptions.configBeforeData};
+ * otherwise, like QEMU, it refuses the declaration as an unknown tag, first
+ * thing in the stream, and its error names the mode.
  */
 import { concatBytes } from '../bytes.js';
 import { StreamFormatError, VfioArgumentError } from '../errors.js';
@@ -23,6 +32,21 @@ export const VFIO_MIG_FLAG_DEV_DATA_STATE = 0xffffffffef100004n;
 export const VFIO_MIG_FLAG_DEV_INIT_DATA_SENT = 0xffffffffef100005n;
 /** Lets the destination load the config (multifd with load-config-after-iter, QEMU 10.x). */
 export const VFIO_MIG_FLAG_DEV_CONFIG_LOAD_READY = 0xffffffffef100006n;
+
+/**
+ * vfio-ts, config-before-data mode: opens the START section, before
+ * DEV_SETUP_STATE. The code 0xf001 is far above QEMU's (which count up from
+ * 0x0001), so no QEMU tag will take it; QEMU refuses it as an unknown tag.
+ */
+export const VFIO_TS_MIG_FLAG_CONFIG_BEFORE_DATA = 0xffffffffef10f001n;
+/**
+ * vfio-ts, config-before-data mode: the config vmstate follows (as after
+ * DEV_CONFIG_STATE, no length); load it, do not enable interrupts. The
+ * section goes on (DATA records, then END_OF_STATE).
+ */
+export const VFIO_TS_MIG_FLAG_DEV_CONFIG_NO_IRQ = 0xffffffffef10f002n;
+/** vfio-ts, config-before-data mode: the whole content of the FULL section, with END_OF_STATE: enable interrupts now. */
+export const VFIO_TS_MIG_FLAG_DEV_ENABLE_IRQ = 0xffffffffef10f003n;
 
 /** Bytes of a tag, and of a DATA size, on the wire. */
 export const VFIO_TAG_SIZE = 8;
@@ -86,9 +110,27 @@ export function encodeDevConfigState(vmstate: Uint8Array): Uint8Array {
   return concatBytes([encodeTag(VFIO_MIG_FLAG_DEV_CONFIG_STATE), vmstate, encodeTag(VFIO_MIG_FLAG_END_OF_STATE)]);
 }
 
+/** What `save_setup` emits in the config-before-data mode: `CONFIG_BEFORE_DATA, DEV_SETUP_STATE, END_OF_STATE`. */
+export function encodeConfigBeforeDataSetup(): Uint8Array {
+  return concatBytes([encodeTag(VFIO_TS_MIG_FLAG_CONFIG_BEFORE_DATA), encodeSetupState()]);
+}
+
+/** A config record of the config-before-data mode: `DEV_CONFIG_NO_IRQ, <vmstate bytes>`; the section goes on. */
+export function encodeDevConfigNoIrq(vmstate: Uint8Array): Uint8Array {
+  return concatBytes([encodeTag(VFIO_TS_MIG_FLAG_DEV_CONFIG_NO_IRQ), vmstate]);
+}
+
+/** What `save_state` emits in the config-before-data mode: `DEV_ENABLE_IRQ, END_OF_STATE`. */
+export function encodeEnableIrq(): Uint8Array {
+  return concatBytes([encodeTag(VFIO_TS_MIG_FLAG_DEV_ENABLE_IRQ), encodeTag(VFIO_MIG_FLAG_END_OF_STATE)]);
+}
+
 
 // ---------------------------------------------------------------------------
 // Records
+
+/** The marker records a tag yields by itself. */
+type TagMarker = 'setup' | 'end-of-state' | 'init-data-sent' | 'config-load-ready' | 'config-mode' | 'enable-interrupts';
 
 /** Records that carry no bytes: the section-ending markers and the end of a data record. */
 export interface VfioMarkerRecord {
@@ -96,8 +138,10 @@ export interface VfioMarkerRecord {
    * `setup`: DEV_SETUP_STATE + END_OF_STATE; `end-of-state`: a bare END_OF_STATE;
    * `init-data-sent`, `config-load-ready`: those tags; `data-end`: the payload of
    * the current data record is complete. All but `data-end` end the section.
+   * Config-before-data mode only: `config-mode`, the declaration (the section
+   * goes on); `enable-interrupts`: DEV_ENABLE_IRQ + END_OF_STATE.
    */
-  readonly kind: 'setup' | 'end-of-state' | 'init-data-sent' | 'config-load-ready' | 'data-end';
+  readonly kind: TagMarker | 'data-end';
   /** Stream offset of the tag (for `data-end`: of the first byte after the payload). */
   readonly offset: number;
 }
@@ -127,8 +171,15 @@ export interface VfioConfigRecord {
   readonly bytes: Uint8Array;
 }
 
+/** Config-before-data mode: DEV_CONFIG_NO_IRQ and the config vmstate (`bytes`, owned by the caller). The section goes on. */
+export interface VfioEarlyConfigRecord {
+  readonly kind: 'config-early';
+  readonly offset: number;
+  readonly bytes: Uint8Array;
+}
+
 /** What the VFIO parser delivers, in stream order. */
-export type VfioRecord = VfioMarkerRecord | VfioDataBeginRecord | VfioDataRecord | VfioConfigRecord;
+export type VfioRecord = VfioMarkerRecord | VfioDataBeginRecord | VfioDataRecord | VfioConfigRecord | VfioEarlyConfigRecord;
 
 /** Limits and the destination's expectations for {@link VfioSectionParser} and {@link VfioStreamParser}. */
 export interface VfioParserOptions {
@@ -142,6 +193,12 @@ export interface VfioParserOptions {
   maxDataSize?: number;
   /** Largest `configStateSize` allowed. Default {@link DEFAULT_MAX_CONFIG_SIZE}. */
   maxConfigSize?: number;
+  /**
+   * Also accept vfio-ts's config-before-data records (the stream says in its
+   * setup section whether it uses them). Default false: like QEMU, such a
+   * stream is refused at its first tag.
+   */
+  configBeforeData?: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -153,11 +210,13 @@ type TagRule =
   | { readonly name: string; readonly body: 'data'; readonly endsSection: false }
   /** The config vmstate, then END_OF_STATE; the section ends. */
   | { readonly name: string; readonly body: 'config'; readonly endsSection: true }
+  /** The config vmstate, emitted as `config-early`; the loop goes on (config-before-data mode). */
+  | { readonly name: string; readonly body: 'config-inline'; readonly endsSection: false }
   | {
       readonly name: string;
       readonly body: 'none';
       /** The record emitted once the item is complete. */
-      readonly marker: 'setup' | 'end-of-state' | 'init-data-sent' | 'config-load-ready';
+      readonly marker: TagMarker;
       /** QEMU then reads a be64 that must be END_OF_STATE. */
       readonly closedByEnd: boolean;
       /** QEMU's `vfio_load_state` returns: the section's VFIO content is over. */
@@ -176,9 +235,28 @@ const QEMU_TAG_RULES: ReadonlyMap<bigint, TagRule> = new Map<bigint, TagRule>([
   ],
 ]);
 
-/** The QEMU name of a tag (`'DEV_DATA_STATE'`), or its hex value if unknown. */
+/** vfio-ts's config-before-data records, added to QEMU's by {@link VfioParserOptions.configBeforeData}. */
+const CONFIG_BEFORE_DATA_RULES: ReadonlyMap<bigint, TagRule> = new Map<bigint, TagRule>([
+  [VFIO_TS_MIG_FLAG_CONFIG_BEFORE_DATA, { name: 'CONFIG_BEFORE_DATA', body: 'none', marker: 'config-mode', closedByEnd: false, endsSection: false }],
+  [VFIO_TS_MIG_FLAG_DEV_CONFIG_NO_IRQ, { name: 'DEV_CONFIG_NO_IRQ', body: 'config-inline', endsSection: false }],
+  [VFIO_TS_MIG_FLAG_DEV_ENABLE_IRQ, { name: 'DEV_ENABLE_IRQ', body: 'none', marker: 'enable-interrupts', closedByEnd: true, endsSection: true }],
+]);
+const WITH_CONFIG_BEFORE_DATA: ReadonlyMap<bigint, TagRule> = new Map([...QEMU_TAG_RULES, ...CONFIG_BEFORE_DATA_RULES]);
+
+/** The name of a tag (`'DEV_DATA_STATE'`, vfio-ts's `'DEV_CONFIG_NO_IRQ'`), or its hex value if unknown. */
 export function vfioTagName(tag: bigint): string {
-  return QEMU_TAG_RULES.get(tag)?.name ?? `0x${tag.toString(16)}`;
+  return WITH_CONFIG_BEFORE_DATA.get(tag)?.name ?? `0x${tag.toString(16)}`;
+}
+
+/** The error for a tag the reader's rules lack: vfio-ts's own tags say which mode they belong to. */
+function unknownTag(tag: bigint, offset: number): StreamFormatError {
+  const mode = CONFIG_BEFORE_DATA_RULES.get(tag);
+  if (mode === undefined) return new StreamFormatError(`unknown VFIO tag ${vfioTagName(tag)}`, offset, tag);
+  return new StreamFormatError(
+    `VFIO tag ${mode.name} belongs to vfio-ts's opt-in config-before-data mode, which this reader does not accept (set configBeforeData to read it)`,
+    offset,
+    tag,
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -269,7 +347,7 @@ type State = ParseState | { readonly phase: 'ended' };
  * After it throws, its state is undefined: discard it or call {@link begin}.
  */
 export class VfioSectionParser {
-  private readonly rules = QEMU_TAG_RULES;
+  private readonly rules: ReadonlyMap<bigint, TagRule>;
   private readonly configStateSize: number | undefined;
   private readonly maxDataSize: number;
   private readonly field = new FieldCollector(VFIO_TAG_SIZE);
@@ -286,6 +364,7 @@ export class VfioSectionParser {
       throw new VfioArgumentError('VfioSectionParser', `configStateSize ${options.configStateSize} exceeds maxConfigSize ${maxConfigSize}`);
     }
     this.configStateSize = options.configStateSize;
+    this.rules = options.configBeforeData === true ? WITH_CONFIG_BEFORE_DATA : QEMU_TAG_RULES;
   }
 
   /** Starts a section whose first content byte is at stream offset `offset`. */
@@ -333,7 +412,7 @@ export class VfioSectionParser {
       case 'data':
         throw new StreamFormatError(`DEV_DATA_STATE payload truncated, ${state.remaining} bytes missing`, this.position, state.item.tag);
       case 'config':
-        throw new StreamFormatError(`DEV_CONFIG_STATE truncated inside the ${state.config.bytes.length}-byte config state`, this.position, state.item.tag);
+        throw new StreamFormatError(`${state.item.rule.name} truncated inside the ${state.config.bytes.length}-byte config state`, this.position, state.item.tag);
       case 'end':
         throw new StreamFormatError(`${state.item.rule.name} truncated before its END_OF_STATE`, this.position, state.item.tag);
     }
@@ -353,7 +432,7 @@ export class VfioSectionParser {
       case 'config': {
         const n = state.config.fill(chunk, pos);
         this.position += n;
-        if (state.config.complete) this.expectEnd(state.item, { kind: 'config', offset: state.item.offset, bytes: state.config.bytes });
+        if (state.config.complete) this.configDone(state.item, state.config.bytes, emit);
         return n;
       }
       default: {
@@ -379,7 +458,7 @@ export class VfioSectionParser {
     switch (state.phase) {
       case 'tag': {
         const rule = this.rules.get(value);
-        if (rule === undefined) throw new StreamFormatError(`unknown VFIO tag ${vfioTagName(value)}`, this.fieldOffset, value);
+        if (rule === undefined) throw unknownTag(value, this.fieldOffset);
         this.startBody({ tag: value, rule, offset: this.fieldOffset }, emit);
         return;
       }
@@ -409,14 +488,15 @@ export class VfioSectionParser {
       case 'data':
         this.expectField({ phase: 'data-size', item });
         return;
-      case 'config': {
+      case 'config':
+      case 'config-inline': {
         const size = this.configStateSize;
         if (size === undefined) {
-          throw new StreamFormatError('DEV_CONFIG_STATE found but the config state size is unknown (option configStateSize)', item.offset, item.tag);
+          throw new StreamFormatError(`${rule.name} found but the config state size is unknown (option configStateSize)`, item.offset, item.tag);
         }
         const config = new FieldCollector(size);
         config.expect(size);
-        if (size === 0) this.expectEnd(item, { kind: 'config', offset: item.offset, bytes: config.bytes });
+        if (size === 0) this.configDone(item, config.bytes, emit);
         else this.state = { phase: 'config', item, config };
         return;
       }
@@ -427,6 +507,12 @@ export class VfioSectionParser {
         return;
       }
     }
+  }
+
+  /** The config vmstate of `item` is complete: END_OF_STATE must follow, or (config-before-data) the loop goes on. */
+  private configDone(item: Item, bytes: Uint8Array, emit: (record: VfioRecord) => void): void {
+    if (item.rule.body === 'config-inline') this.finishItem(item, { kind: 'config-early', offset: item.offset, bytes }, emit);
+    else this.expectEnd(item, { kind: 'config', offset: item.offset, bytes });
   }
 
   private expectEnd(item: Item, then: VfioRecord): void {

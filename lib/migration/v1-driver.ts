@@ -8,6 +8,10 @@
  * v1 has no data fd: the "session" is the device's saving or resuming state
  * itself, so opening and closing one is the state change, and
  * {@link closeSession} has nothing to release.
+ *
+ * Every state change runs inside the {@link SavingLayoutSwitch}: a device
+ * that offers vfio-ts's saving layout gets its regions re-mapped before the
+ * SAVING bit is set, and back after it is cleared.
  */
 import { MigrationError, MigrationStateError, UapiFormatError, VfioArgumentError, VfioClosedError } from '../errors.js';
 import type { Sys } from '../sys/sys.js';
@@ -24,6 +28,7 @@ import {
 import { vfio_device_migration_info } from '../vfio/uapi/structs.js';
 import type { MigrationDriver, PrecopyInfo } from './driver.js';
 import { stateName, type MigrationState } from './fsm.js';
+import { SavingLayoutSwitch } from './saving-layout.js';
 import { MigrationRegion, V1_HEADER_SIZE, type MigrationRegionOptions } from './v1-region.js';
 import { migrationStateToV1, v1StateName, v1ToMigrationState } from './v1-state.js';
 
@@ -37,12 +42,14 @@ export class MigrationRegionDriver implements MigrationDriver {
   readonly sys: Sys;
   readonly #device: VfioDevice;
   readonly #region: MigrationRegion;
+  readonly #layout: SavingLayoutSwitch;
   #state: MigrationState = VFIO_DEVICE_STATE_RUNNING;
   #closed = false;
 
   constructor(device: VfioDevice, region: MigrationRegion) {
     this.#device = device;
     this.#region = region;
+    this.#layout = new SavingLayoutSwitch(device);
     this.sys = device.sys;
     this.queryState();
   }
@@ -91,27 +98,37 @@ export class MigrationRegionDriver implements MigrationDriver {
   }
 
   /**
-   * Writes the v1 bits of `target` (a read-modify-write of `device_state`).
-   * After a failure the state is re-read; a device found in the error state
-   * has already been reset by {@link MigrationRegion.setState}.
+   * Writes the v1 bits of `target` (a read-modify-write of `device_state`),
+   * with the saving-layout switch around it. After a failure the state is
+   * re-read; a device found in the error state has already been reset by
+   * {@link MigrationRegion.setState}.
    * @throws MigrationStateError before any system call for ERROR, the P2P states, or a device known to be in ERROR
    * @throws MigrationV1StateError, MigrationV1TransitionError from {@link MigrationRegion.setState}
+   * @throws VfioSystemError when the saving layout cannot be set up (before the write) or the normal one restored (after it)
    */
   setState(target: MigrationState): void {
     this.#open();
-    if (target === this.#state) return;
+    // Already there: only a normal layout that failed to come back is tried again.
+    if (target === this.#state) return this.#layout.settle(this.#state);
     const bits = migrationStateToV1(target);
     if (bits === undefined || this.#state === VFIO_DEVICE_STATE_ERROR) {
       const reason = this.#state === VFIO_DEVICE_STATE_ERROR ? 'current-is-error' : target === VFIO_DEVICE_STATE_ERROR ? 'target-is-error' : 'target-unsupported';
       throw new MigrationStateError(`${this.label}: v1 cannot move from ${stateName(this.#state)} to ${stateName(target)} (${reason})`, this.#state, target, this.flags, reason);
     }
-    try {
-      this.#region.setState(bits);
-    } catch (e) {
-      this.#resync();
-      throw e;
-    }
-    this.#state = target;
+    this.#layout.change(
+      this.#state,
+      target,
+      () => {
+        try {
+          this.#region.setState(bits);
+        } catch (e) {
+          this.#resync();
+          throw e;
+        }
+        this.#state = target;
+      },
+      () => this.#state,
+    );
   }
 
   /**
@@ -163,11 +180,12 @@ export class MigrationRegionDriver implements MigrationDriver {
   /** Nothing to release: the session ends with the state change that leaves it. */
   closeSession(): void {}
 
-  /** `VFIO_DEVICE_RESET`: the device is RUNNING afterwards. */
+  /** `VFIO_DEVICE_RESET`: the device is RUNNING afterwards, with the normal mmap layout. */
   reset(): void {
     this.#open();
     this.#region.reset();
     this.#state = VFIO_DEVICE_STATE_RUNNING;
+    this.#layout.settle(this.#state);
   }
 
   /** Releases the data section's mappings; the device stays open. Idempotent. */

@@ -9,6 +9,10 @@
  * continues (PRE_COPY → STOP_COPY gives -1 and the same fd goes on) and
  * whether it ends; a fd that contradicts the plan is "out of sync" (QEMU's
  * -EBADF), closed at once and reported.
+ *
+ * Every state change runs inside the {@link SavingLayoutSwitch}: a device
+ * that offers vfio-ts's saving layout gets its regions re-mapped before it
+ * enters PRE_COPY, PRE_COPY_P2P or STOP_COPY, and back after it left them.
  */
 import { MigrationError, UapiFormatError, VfioClosedError, VfioSystemError } from '../errors.js';
 import type { Sys } from '../sys/sys.js';
@@ -26,7 +30,8 @@ import { VFIO_MIG_GET_PRECOPY_INFO } from '../vfio/uapi/ioctls.js';
 import { decode, encode } from '../vfio/uapi/layout.js';
 import { vfio_device_feature_mig_data_size, vfio_device_feature_mig_state, vfio_precopy_info } from '../vfio/uapi/structs.js';
 import type { MigrationDriver, PrecopyInfo } from './driver.js';
-import { isMigrationState, isSavingState, isStateSupported, planTransition, returnsDataFd, stateName, type MigrationState } from './fsm.js';
+import { isMigrationState, isSavingState, isStateSupported, planTransition, returnsDataFd, stateName, type Arc, type MigrationState } from './fsm.js';
+import { SavingLayoutSwitch } from './saving-layout.js';
 
 /** Which way the open data fd carries state. */
 type Session = 'saving' | 'resuming';
@@ -38,6 +43,7 @@ export class MigrationFile implements MigrationDriver {
   readonly maxChunkSize = undefined;
   readonly sys: Sys;
   readonly #device: VfioDevice;
+  readonly #layout: SavingLayoutSwitch;
   #state: MigrationState;
   #dataFd: number | undefined;
   #session: Session | undefined;
@@ -59,6 +65,7 @@ export class MigrationFile implements MigrationDriver {
       throw new MigrationError(`migration flags 0x${flags.toString(16)} lack VFIO_MIGRATION_STOP_COPY: the device cannot migrate`, 'unsupported', device.name);
     }
     this.#device = device;
+    this.#layout = new SavingLayoutSwitch(device);
     this.sys = device.sys;
     this.#state = VFIO_DEVICE_STATE_RUNNING;
     this.queryState();
@@ -102,15 +109,23 @@ export class MigrationFile implements MigrationDriver {
 
   /**
    * MIG_DEVICE_STATE SET of `target`, with the session bookkeeping of the
-   * planned arcs.
+   * planned arcs and the saving-layout switch around it. A SET to the
+   * current state makes no call (it retries a failed restore of the normal layout).
    * @throws MigrationStateError before any system call when the kernel would refuse the move
-   * @throws VfioSystemError when the SET fails; {@link state} is then re-read
+   * @throws VfioSystemError when the SET fails; {@link state} is then re-read. Also when the
+   *   saving layout cannot be set up (before the SET) or the normal one restored (after it)
    * @throws MigrationError `data-fd-out-of-sync` when the SET succeeded but its data fd contradicts the plan
    */
   setState(target: MigrationState): void {
     this.#open();
     const arcs = planTransition(this.#state, target, this.flags);
-    if (arcs.length === 0) return;
+    // Already there: only a normal layout that failed to come back is tried again.
+    if (arcs.length === 0) return this.#layout.settle(this.#state);
+    this.#layout.change(this.#state, target, () => this.#set(target, arcs), () => this.#state);
+  }
+
+  /** The SET itself and what it does to the data session. */
+  #set(target: MigrationState, arcs: readonly Arc[]): void {
     let dataFd: number;
     try {
       const p = encode(vfio_device_feature_mig_state, { device_state: target, data_fd: -1 });
@@ -208,12 +223,16 @@ export class MigrationFile implements MigrationDriver {
     if (fd !== undefined) this.#release(fd);
   }
 
-  /** `VFIO_DEVICE_RESET`; the device is RUNNING afterwards (§4.2) and the session is gone. */
+  /**
+   * `VFIO_DEVICE_RESET`; the device is RUNNING afterwards (§4.2), the session
+   * is gone and the normal mmap layout is back.
+   */
   reset(): void {
     this.#open();
     this.closeSession();
     this.#device.reset();
     this.#state = VFIO_DEVICE_STATE_RUNNING;
+    this.#layout.settle(this.#state);
   }
 
   close(): void {

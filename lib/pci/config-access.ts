@@ -29,7 +29,7 @@ export class PciConfig {
    * @throws VfioArgumentError outside the region or for a bad width; VfioSystemError from the kernel.
    */
   read(offset: number, width: ConfigWidth): number {
-    this.#check(offset, width);
+    this.checkAccess(offset, width);
     if (width === 1) return this.region.read8(offset);
     if (width === 2) return this.region.read16(offset);
     return this.region.read32(offset);
@@ -40,7 +40,7 @@ export class PciConfig {
    * virtualizes and passes the rest to the device).
    */
   write(offset: number, width: ConfigWidth, value: number): void {
-    this.#check(offset, width);
+    this.checkAccess(offset, width);
     if (width === 1) this.region.write8(offset, value & 0xff);
     else if (width === 2) this.region.write16(offset, value & 0xffff);
     else this.region.write32(offset, value >>> 0);
@@ -95,7 +95,11 @@ export class PciConfig {
     return findExtCapability(this.image(), id);
   }
 
-  #check(offset: number, width: number): void {
+  /**
+   * Refuses an access the region cannot take, before any system call.
+   * @throws VfioArgumentError for a width other than 1, 2 or 4, or bytes outside the region
+   */
+  checkAccess(offset: number, width: number): void {
     if (width !== 1 && width !== 2 && width !== 4) throw new VfioArgumentError('config access', `width ${width} is not 1, 2 or 4`);
     if (!Number.isInteger(offset) || offset < 0 || offset + width > this.size) {
       throw new VfioArgumentError('config access', `a ${width}-byte access at ${offset} lies outside the ${this.size}-byte config space`);

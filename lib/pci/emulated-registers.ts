@@ -1,18 +1,30 @@
 /**
  * A block of registers a VMM emulates for the guest, the way QEMU's PCI
- * core keeps them (`pdev->config` with `wmask`): bytes, and per byte the
- * bits the guest may change. Reads and writes are little-endian and may be
- * 1 to 8 bytes; bytes outside the block read as 0 and ignore writes.
+ * core keeps them (`pdev->config` with `wmask` and `w1cmask`): bytes, and per
+ * byte the bits the guest may change and the bits it clears by writing 1.
+ * Reads and writes are little-endian and may be 1 to 8 bytes; bytes outside
+ * the block read as 0 and ignore writes.
  */
 import { readLe, writeLe } from '../bytes.js';
 export class EmulatedRegisters {
   readonly #bytes: Uint8Array;
   readonly #wmask: Uint8Array;
+  readonly #w1cmask: Uint8Array;
 
   /** `size` bytes of zeros; with `writable`, every bit is guest-writable (an MSI-X table). */
   constructor(size: number, writable = false) {
     this.#bytes = new Uint8Array(size);
     this.#wmask = new Uint8Array(size).fill(writable ? 0xff : 0);
+    this.#w1cmask = new Uint8Array(size);
+  }
+
+  /** Registers holding a copy of `bytes`, with QEMU's write and write-1-to-clear masks (copied too). */
+  static withMasks(bytes: Uint8Array, wmask: Uint8Array, w1cmask: Uint8Array): EmulatedRegisters {
+    const r = new EmulatedRegisters(bytes.byteLength);
+    r.#bytes.set(bytes);
+    r.#wmask.set(wmask.subarray(0, bytes.byteLength));
+    r.#w1cmask.set(w1cmask.subarray(0, bytes.byteLength));
+    return r;
   }
 
   get size(): number {
@@ -22,6 +34,11 @@ export class EmulatedRegisters {
   /** A copy of the bytes. */
   snapshot(): Uint8Array {
     return this.#bytes.slice();
+  }
+
+  /** Replaces every byte with `bytes` (a migrated image: QEMU copies it whole); extra bytes are ignored, missing ones keep their value. */
+  restore(bytes: Uint8Array): void {
+    this.#bytes.set(bytes.subarray(0, this.#bytes.byteLength));
   }
 
   /** Sets the `width`-byte register at `offset` (no mask: the VMM's own write). */
@@ -48,14 +65,16 @@ export class EmulatedRegisters {
     return Number(this.get(offset, width));
   }
 
-  /** A guest write: only writable bits change (`pci_default_write_config`). */
+  /** A guest write: only writable bits change, and write-1-to-clear bits written as 1 clear (`pci_default_write_config`). */
   write(offset: number, width: number, value: number | bigint): void {
     const v = BigInt(value);
     for (let i = 0; i < width; i++) {
       const at = offset + i;
       const w = this.#wmask[at] ?? 0;
-      const cur = this.#bytes[at] ?? 0;
-      if (w !== 0) this.#bytes[at] = (cur & ~w) | (Number((v >> BigInt(8 * i)) & 0xffn) & w);
+      const c = this.#w1cmask[at] ?? 0;
+      if (w === 0 && c === 0) continue;
+      const byte = Number((v >> BigInt(8 * i)) & 0xffn);
+      this.#bytes[at] = (((this.#bytes[at] ?? 0) & ~w) | (byte & w)) & ~(byte & c);
     }
   }
 }
@@ -86,5 +105,10 @@ export abstract class EmulatedCapability {
   /** The capability's bytes. */
   snapshot(): Uint8Array {
     return this.regs.snapshot();
+  }
+
+  /** Takes the capability's bytes from a migrated config image (`size` bytes from the capability's offset). */
+  restore(bytes: Uint8Array): void {
+    this.regs.restore(bytes);
   }
 }

@@ -104,6 +104,17 @@ export class MsixState extends EmulatedCapability {
     return this.#pba.snapshot();
   }
 
+  /**
+   * Takes the table and PBA of a migrated config state (`msix_load`). QEMU
+   * migrates `(entries + 7) / 8` PBA bytes; the rest of the registers reads 0.
+   */
+  restoreTable(table: Uint8Array, pba: Uint8Array): void {
+    this.#table.restore(table);
+    const bits = new Uint8Array(this.#pba.size);
+    bits.set(pba.subarray(0, bits.byteLength));
+    this.#pba.restore(bits);
+  }
+
   /** `msix_write_config` for a guest write at config offset `at`. */
   writeConfig(at: number, width: number, value: number): MsixEffect {
     const wasEnabled = this.enabled;

@@ -15,6 +15,7 @@ import type { SparseArea } from '../vfio/uapi/info.js';
 import { barSizeFromMask, checkBarRegionSize, decodeBars, type Bar, type BarKind } from './bar.js';
 import type { PciConfig } from './config-access.js';
 import type { MsixCapability } from './msi.js';
+import { PCI_ROM_ADDRESS, PCI_ROM_ADDRESS_MASK } from './regs.js';
 
 /** A byte range inside a BAR. */
 export interface BarRange {
@@ -104,6 +105,23 @@ export function discoverBars(device: VfioDevice, config: PciConfig, msix: MsixCa
     out.push(new PciBar(decoded, region, ranges));
   }
   return out;
+}
+
+/**
+ * The expansion ROM BAR's size as `vfio_pci_size_rom` takes it: the address
+ * mask written to the register, read back, the register restored. 0 when the
+ * device has no ROM BAR (or its config space ends before the register).
+ */
+export function sizeRomBar(config: PciConfig): bigint {
+  if (config.size < PCI_ROM_ADDRESS + 4) return 0n;
+  const orig = config.read32(PCI_ROM_ADDRESS);
+  try {
+    config.write32(PCI_ROM_ADDRESS, PCI_ROM_ADDRESS_MASK);
+    const mask = config.read32(PCI_ROM_ADDRESS) & PCI_ROM_ADDRESS_MASK;
+    return BigInt((~mask + 1) >>> 0);
+  } finally {
+    config.write32(PCI_ROM_ADDRESS, orig);
+  }
 }
 
 /** Sizes a BAR as firmware does: all ones in (both halves of) the register, the mask read back, the value restored. */

@@ -19,25 +19,50 @@
  * delivered when unmasked) and `intx` with the line level; the VMM answers
  * an INTx with {@link VfioPciDevice.intxEoi} once the guest serviced it.
  *
+ * QEMU's own view of config space (`pdev->config`, {@link qemuConfigSpace})
+ * is kept too: guest writes land in it under QEMU's masks, guest reads of
+ * the bits QEMU emulates (BARs, ROM, capability pointers, MSI, MSI-X) come
+ * from it, and it is what the migration config state carries
+ * ({@link VfioPciDevice.saveConfig}, {@link VfioPciDevice.loadConfig}: QEMU's
+ * `vfio_pci_save_config` and `vfio_pci_load_config`, byte for byte).
+ *
  * Every SET_IRQS that wires eventfds starts from the emulated state
- * (`#syncInterrupts`), so restoring a config image and enabling interrupts
- * later, behind a gate, only needs that one step to be deferred.
+ * (`#syncInterrupts`), and that step is held back while the device's
+ * {@link InterruptGate} is closed or a loaded config holds its interrupts:
+ * then nothing is wired at all, and the guest's MSI, MSI-X and INTx state is
+ * only recorded until the hold ends.
  */
 import { EventEmitter } from 'node:events';
 import type TypedEmitter from 'typed-emitter';
-import { ConfigSpaceError, VfioArgumentError, VfioClosedError } from '../errors.js';
+import { ConfigSpaceError, InterruptGateClosedError, VfioArgumentError, VfioClosedError } from '../errors.js';
 import type { VfioDevice } from '../vfio/device.js';
-import { VFIO_PCI_CONFIG_REGION_INDEX } from '../vfio/uapi/constants.js';
+import { VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX } from '../vfio/uapi/constants.js';
 import { listCapabilities, listExtCapabilities, type PciCapability, type PciExtCapability } from './capabilities.js';
 import { PciConfig, type ConfigWidth } from './config-access.js';
 import { decodeConfigHeader, type ConfigHeader } from './config-space.js';
+import { EmulatedRegisters } from './emulated-registers.js';
+import type { InterruptGate } from './interrupt-gate.js';
 import { IntxLine } from './intx.js';
 import { MsiState, type MsiMessage } from './msi-state.js';
 import { MsiWiring, type MsiKind } from './msi-wiring.js';
 import { parseMsix } from './msi.js';
 import { MsixState, type MsixEffect } from './msix-state.js';
-import { discoverBars, type PciBar } from './pci-bar.js';
-import { PCI_CAP_ID_MSI, PCI_CAP_ID_MSIX, PCI_CAP_LIST_NEXT, PCI_CFG_SPACE_SIZE, PCI_MSI_FLAGS } from './regs.js';
+import { discoverBars, sizeRomBar, type PciBar } from './pci-bar.js';
+import { qemuConfigSpace } from './qemu-config.js';
+import { checkReadOnlyBitsWith, type ConfigMasks } from './readonly-mask.js';
+import {
+  PCI_CAP_ID_MSI,
+  PCI_CAP_ID_MSIX,
+  PCI_CAP_LIST_NEXT,
+  PCI_CFG_SPACE_EXP_SIZE,
+  PCI_CFG_SPACE_SIZE,
+  PCI_COMMAND,
+  PCI_MSI_FLAGS,
+  PCI_STATUS,
+  PCI_STATUS_INTERRUPT,
+  PCI_STD_NUM_BARS,
+} from './regs.js';
+import { PCI_DEVICE_VMSTATE_VERSION, PCI_NUM_PINS, configStateSize, decodeConfigState, encodeConfigState, type ConfigStateLayout } from './vmstate.js';
 
 /** Where an MSI came from. */
 export interface MsiSource {
@@ -56,12 +81,32 @@ export type PciDeviceEvents = {
 /** Which interrupt is wired on the host. */
 export type InterruptMode = 'none' | 'intx' | 'msi' | 'msix';
 
+/** Why no interrupt may be wired now: the gate is closed, or a loaded config holds them; undefined when none holds them. */
+export type InterruptHold = 'gate' | 'config' | undefined;
+
 /** Options of {@link VfioPciDevice}. */
 export interface VfioPciDeviceOptions {
   /** Size every BAR through config space and compare it with its region (default true). */
   readonly crossCheckBars?: boolean;
   /** Unmask INTx through an eventfd rather than an ioctl per end of interrupt (default false). */
   readonly intxResample?: boolean;
+  /**
+   * Wire no interrupt (not even INTx, which QEMU wires at realize) until this
+   * gate opens: the VMM opens it once its interrupt controller is restored.
+   * Without it, interrupts are wired as the guest enables them.
+   */
+  readonly interruptGate?: InterruptGate;
+}
+
+/** Options of {@link VfioPciDevice.loadConfig}. */
+export interface LoadConfigOptions {
+  /**
+   * `'enable'` (default): wire MSI, MSI-X or INTx as the image says, as
+   * `vfio_pci_load_config` does (once the gate is open). `'hold'`: only
+   * record them, until {@link VfioPciDevice.enableInterrupts} (the
+   * config-before-data mode's "load the config, do not enable interrupts").
+   */
+  readonly interrupts?: 'enable' | 'hold';
 }
 
 // typed-emitter ships CommonJS typings: under NodeNext its interface is the module's `default`.
@@ -85,6 +130,13 @@ export class VfioPciDevice extends Emitter implements Disposable {
   /** The INTx wiring, when the device has an interrupt pin. */
   readonly intx: IntxLine | undefined;
   readonly #wiring: MsiWiring;
+  /** QEMU's `pdev->config`; its MSI and MSI-X bytes live in {@link msi} and {@link msix}. */
+  readonly #qemu: EmulatedRegisters;
+  readonly #masks: ConfigMasks;
+  readonly #emulatedBits: Uint8Array;
+  readonly #gate: InterruptGate | undefined;
+  readonly #cancelGate: () => void;
+  #heldByConfig = false;
   #mode: InterruptMode = 'none';
   #closed = false;
 
@@ -115,13 +167,20 @@ export class VfioPciDevice extends Emitter implements Disposable {
       this.#checkInBar('table', msix.tableBir, msix.tableOffset, msix.tableBytes);
       this.#checkInBar('PBA', msix.pbaBir, msix.pbaOffset, msix.pbaBytes);
     }
+    const barSizes = Array.from({ length: PCI_STD_NUM_BARS }, (_, i) => BigInt(device.region(VFIO_PCI_BAR0_REGION_INDEX + i).size));
+    const view = qemuConfigSpace({ kernelImage: image, barSizes, romSize: sizeRomBar(this.config) });
+    this.#qemu = EmulatedRegisters.withMasks(view.image, view.masks.wmask, view.masks.w1cmask);
+    this.#masks = view.masks;
+    this.#emulatedBits = view.emulatedBits;
     this.#wiring = new MsiWiring(device, (kind, vector) => this.#onMsiSignal(kind, vector));
     if (this.header.interruptPin !== 0) {
       const intx = new IntxLine(device, { resample: options.intxResample === true });
-      intx.on('assert', () => this.emit('intx', true));
-      intx.on('deassert', () => this.emit('intx', false));
+      intx.on('assert', () => this.#intxLevel(true));
+      intx.on('deassert', () => this.#intxLevel(false));
       this.intx = intx;
     } else this.intx = undefined;
+    this.#gate = options.interruptGate;
+    this.#cancelGate = this.#gate?.onOpen(() => this.#syncInterrupts()) ?? (() => undefined);
     this.#syncInterrupts();
   }
 
@@ -135,6 +194,101 @@ export class VfioPciDevice extends Emitter implements Disposable {
     return this.#wiring.vectors;
   }
 
+  /** What holds the interrupts back now, if anything: the closed gate first, then a config loaded with `'hold'`. */
+  get interruptHold(): InterruptHold {
+    if (this.#gate !== undefined && !this.#gate.isOpen) return 'gate';
+    return this.#heldByConfig ? 'config' : undefined;
+  }
+
+  /** What a reader needs to parse this device's config state: the image size QEMU uses and the MSI-X table size. */
+  get configStateLayout(): ConfigStateLayout {
+    return { express: this.#qemu.size === PCI_CFG_SPACE_EXP_SIZE, msixVectors: this.msix?.entries ?? 0 };
+  }
+
+  /** The exact size of {@link saveConfig}'s bytes. */
+  get configStateSize(): number {
+    return configStateSize(this.configStateLayout);
+  }
+
+  /**
+   * QEMU's view of config space now (`pdev->config`): 256 or 4096 bytes,
+   * BARs and ROM as the guest programmed them, MSI and MSI-X as the guest
+   * sees them, the INTx status bit following the guest's line.
+   */
+  qemuConfig(): Uint8Array {
+    const image = this.#qemu.snapshot();
+    for (const cap of [this.msi, this.msix]) if (cap !== undefined) image.set(cap.snapshot(), cap.offset);
+    return image;
+  }
+
+  /**
+   * The config state QEMU's `vfio_pci_save_config` writes for this device
+   * (`lib/pci/vmstate.ts`): PCIDevice version 2, {@link qemuConfig}, the INTx
+   * level of the guest's line in irq_state, and the MSI-X table and PBA when
+   * the device has MSI-X.
+   */
+  saveConfig(): Uint8Array {
+    this.#open();
+    const irqState = new Array<number>(PCI_NUM_PINS).fill(0);
+    const pin = this.header.interruptPin;
+    // pci_irq_assert: irq_state has the bit of the function's pin (INTA = 0).
+    if (this.intx?.pending === true && pin >= 1 && pin <= PCI_NUM_PINS) irqState[pin - 1] = 1;
+    const msix = this.msix;
+    return encodeConfigState({
+      versionId: PCI_DEVICE_VMSTATE_VERSION,
+      config: this.qemuConfig(),
+      irqState,
+      msix: msix === undefined ? undefined : { table: msix.tableSnapshot(), pba: msix.pbaSnapshot().subarray(0, (msix.entries + 7) >> 3) },
+    });
+  }
+
+  /**
+   * Loads a config state in `vfio_pci_load_config`'s order, while the device
+   * is still RESUMING: the image after QEMU's read-only check
+   * (`get_pci_config_device`), with the MSI-X table and PBA; then the
+   * command register, written to the device; then MSI if the image enables
+   * it, else MSI-X, wired through SET_IRQS, unless the gate is closed or
+   * `options.interrupts` is `'hold'`: then they are wired when that ends.
+   * The irq_state levels are checked, not applied: the guest's INTx line
+   * belongs to the VMM's interrupt controller, and a device that still
+   * asserts INTx signals again once INTx is wired.
+   * @throws ConfigSpaceError for a malformed state, one that does not fit
+   *   this device's layout, or read-only bits that differ from this device's;
+   *   nothing is changed then
+   */
+  loadConfig(bytes: Uint8Array, options: LoadConfigOptions = {}): void {
+    this.#open();
+    const { state, byteLength } = decodeConfigState(bytes, this.configStateLayout);
+    if (byteLength !== bytes.byteLength) {
+      throw new ConfigSpaceError('VFIOPCIDevice vmstate', `${bytes.byteLength - byteLength} bytes follow the config state`, byteLength);
+    }
+    checkReadOnlyBitsWith(state.config, this.qemuConfig(), this.#masks);
+    this.#qemu.restore(state.config);
+    for (const cap of [this.msi, this.msix]) cap?.restore(state.config.subarray(cap.offset, cap.offset + cap.size));
+    if (this.msix !== undefined && state.msix !== undefined) this.msix.restoreTable(state.msix.table, state.msix.pba);
+    this.config.write16(PCI_COMMAND, this.#qemu.getNumber(PCI_COMMAND, 2));
+    this.#heldByConfig = options.interrupts === 'hold';
+    this.#syncInterrupts(true);
+  }
+
+  /** Ends a `'hold'` from {@link loadConfig}: the interrupts are wired now, or when the gate opens. */
+  enableInterrupts(): void {
+    this.#open();
+    this.#heldByConfig = false;
+    this.#syncInterrupts();
+  }
+
+  /**
+   * Throws unless the VM may start running this device: its interrupts must
+   * not be held back (QEMU starts the VM only after the VFIO config, and with
+   * it MSI/MSI-X, was loaded behind the interrupt controller).
+   * @throws InterruptGateClosedError saying what still holds them
+   */
+  checkCanStart(): void {
+    const hold = this.interruptHold;
+    if (hold !== undefined) throw new InterruptGateClosedError(this.device.name, hold);
+  }
+
   /**
    * The implemented BAR `index`.
    * @throws VfioArgumentError when the device does not implement it.
@@ -145,18 +299,22 @@ export class VfioPciDevice extends Emitter implements Disposable {
     return bar;
   }
 
-  /** A guest config read (`vfio_pci_read_config`): MSI and MSI-X from the emulation, the rest from the kernel. */
+  /**
+   * A guest config read (`vfio_pci_read_config`): the bits QEMU emulates
+   * (BARs, ROM, capability pointers, MSI, MSI-X) from its view, the rest
+   * from the kernel.
+   */
   readConfig(offset: number, width: ConfigWidth): number {
-    const emulated = (at: number): MsiState | MsixState | undefined => (this.msi?.owns(at) ? this.msi : this.msix?.owns(at) ? this.msix : undefined);
+    this.config.checkAccess(offset, width);
     let phys: number | undefined;
     let value = 0;
     for (let i = width - 1; i >= 0; i--) {
-      const cap = emulated(offset + i);
-      let byte: number;
-      if (cap !== undefined) byte = cap.readByte(offset + i);
-      else {
+      const at = offset + i;
+      const bits = this.#emulatedBits[at] ?? 0;
+      let byte = bits === 0 ? 0 : this.#emulatedByte(at) & bits;
+      if (bits !== 0xff) {
         phys ??= this.config.read(offset, width);
-        byte = (phys >>> (8 * i)) & 0xff;
+        byte |= (phys >>> (8 * i)) & ~bits & 0xff;
       }
       value = value * 256 + byte;
     }
@@ -165,12 +323,14 @@ export class VfioPciDevice extends Emitter implements Disposable {
 
   /**
    * A guest config write (`vfio_pci_write_config`): everything goes to the
-   * kernel, which filters what it virtualizes; writes to the MSI or MSI-X
-   * capability then update the emulation and the host wiring.
+   * kernel, which filters what it virtualizes, and to QEMU's view under its
+   * masks; writes to the MSI or MSI-X capability then update the emulation
+   * and the host wiring.
    */
   writeConfig(offset: number, width: ConfigWidth, value: number): void {
     this.#open();
     this.config.write(offset, width, value);
+    this.#qemu.write(offset, width, value);
     const touches = (c: { offset: number; size: number }): boolean => offset < c.offset + c.size && offset + width > c.offset;
     if (this.msi !== undefined && touches(this.msi)) {
       const effect = this.msi.write(offset, width, value);
@@ -226,6 +386,7 @@ export class VfioPciDevice extends Emitter implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#cancelGate();
     try {
       this.intx?.close();
     } finally {
@@ -238,10 +399,17 @@ export class VfioPciDevice extends Emitter implements Disposable {
     this.close();
   }
 
-  /** Brings the host wiring in line with the guest's view: MSI-X, else MSI, else INTx. */
-  #syncInterrupts(): void {
-    const want: InterruptMode = this.msix?.enabled ? 'msix' : this.msi?.enabled ? 'msi' : this.intx !== undefined ? 'intx' : 'none';
-    if (want === this.#mode) return;
+  /**
+   * Brings the host wiring in line with the guest's view: MSI-X, else MSI,
+   * else INTx; nothing while the interrupts are held. With `reload` (a
+   * config was loaded) MSI and MSI-X are rewired even if already on, as
+   * `vfio_msi_enable`/`vfio_msix_enable` start by disabling everything.
+   */
+  #syncInterrupts(reload = false): void {
+    if (this.#closed) return;
+    const want: InterruptMode =
+      this.interruptHold !== undefined ? 'none' : this.msix?.enabled ? 'msix' : this.msi?.enabled ? 'msi' : this.intx !== undefined ? 'intx' : 'none';
+    if (want === this.#mode && !(reload && (want === 'msi' || want === 'msix'))) return;
     // vfio_disable_interrupts: vfio-pci takes one interrupt type at a time.
     if (this.#mode === 'intx') this.intx?.disable();
     else if (this.#mode !== 'none') this.#wiring.disable();
@@ -256,6 +424,19 @@ export class VfioPciDevice extends Emitter implements Disposable {
     if (effect.enable !== 'unchanged') this.#syncInterrupts();
     else if (this.#mode === 'msix') for (const v of effect.unmasked) this.#wiring.useMsixVector(v);
     for (const d of effect.deliver) this.#emitMsi('msix', d.vector, d.message);
+  }
+
+  /** A byte of QEMU's view: MSI and MSI-X from their emulation. */
+  #emulatedByte(at: number): number {
+    const cap = this.msi?.owns(at) ? this.msi : this.msix?.owns(at) ? this.msix : undefined;
+    return cap === undefined ? this.#qemu.getNumber(at, 1) : cap.readByte(at);
+  }
+
+  /** `pci_irq_handler`: the guest's INTx line, mirrored in QEMU's status register (`pci_update_irq_status`). */
+  #intxLevel(asserted: boolean): void {
+    const status = this.#qemu.getNumber(PCI_STATUS, 1);
+    this.#qemu.set(PCI_STATUS, 1, asserted ? status | PCI_STATUS_INTERRUPT : status & ~PCI_STATUS_INTERRUPT);
+    this.emit('intx', asserted);
   }
 
   #onMsiSignal(kind: MsiKind, vector: number): void {

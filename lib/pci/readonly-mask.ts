@@ -27,12 +27,17 @@
  *   `pcie_add_capability` over `vfio_ext_cap_max_size`, except ids QEMU drops
  *   (0, SR-IOV, ARI), which stay unchecked.
  *
- * Not modelled: the expansion ROM BAR (QEMU's own), the words QEMU rewrites
- * with `vfio_add_emulated_word/long` in special cases (an endpoint turned
- * into a root-complex integrated endpoint, resizable BARs, PCIe version 0),
- * virtual capabilities QEMU inserts, and capability lengths measured on the
- * host chain before QEMU unlinked dropped extended capabilities.
- * On purpose stricter than QEMU, unless turned off: subsystem ids.
+ * - `vfio_pci_size_rom` → `pci_register_bar(PCI_ROM_SLOT)`, when a ROM size
+ *   is given: checked, the address bits above the size and the enable bit
+ *   writable.
+ *
+ * Extended capability lengths are measured on the chain of the image the
+ * masks are built from: build them from the device's own (kernel) image, as
+ * QEMU does before it unlinks the capabilities it drops.
+ * Not modelled: the words QEMU rewrites with `vfio_add_emulated_word/long`
+ * in special cases (an endpoint turned into a root-complex integrated
+ * endpoint, resizable BARs, PCIe version 0) and virtual capabilities QEMU
+ * inserts. On purpose stricter than QEMU, unless turned off: subsystem ids.
  */
 import { ConfigSpaceError, VfioArgumentError } from '../errors.js';
 import { decodeBars } from './bar.js';
@@ -70,6 +75,8 @@ import {
   PCI_PM_CTRL_STATE_MASK,
   PCI_PM_SIZEOF,
   PCI_REVISION_ID,
+  PCI_ROM_ADDRESS,
+  PCI_ROM_ADDRESS_ENABLE,
   PCI_STATUS,
   PCI_STATUS_CAP_LIST,
   PCI_STATUS_DETECTED_PARITY,
@@ -92,6 +99,8 @@ export interface ReadOnlyMaskOptions {
    * as `pci_register_bar` sets them up; without them, BARs are not checked.
    */
   readonly barSizes?: readonly bigint[];
+  /** The expansion ROM BAR's size as QEMU sizes it (0 or absent: no ROM BAR registered, the register stays unchecked). */
+  readonly romSize?: bigint;
   /** Check the subsystem vendor and device ids too (QEMU does not). Default true. */
   readonly subsystemIds?: boolean;
   /** QEMU's `skip-vsc-check`: check only the 3-byte header of vendor-specific capabilities. Default true. */
@@ -188,6 +197,12 @@ export function buildConfigMasks(current: Uint8Array, options: ReadOnlyMaskOptio
     }
   }
 
+  const romSize = options.romSize ?? 0n;
+  if (romSize > 0n) {
+    setLE(wmask, PCI_ROM_ADDRESS, 4, (~(romSize - 1n) | BigInt(PCI_ROM_ADDRESS_ENABLE)) & 0xffffffffn);
+    fill(cmask, PCI_ROM_ADDRESS, PCI_ROM_ADDRESS + 4, 0xff);
+  }
+
   // Order does not matter: QEMU refuses overlapping capabilities (pci_add_capability).
   const caps = listCapabilities(current);
   const capOffsets = caps.map((c) => c.offset);
@@ -249,10 +264,37 @@ export function buildConfigMasks(current: Uint8Array, options: ReadOnlyMaskOptio
  * @throws ConfigSpaceError when the two images differ in size, or `current` is malformed.
  */
 export function findReadOnlyMismatch(image: Uint8Array, current: Uint8Array, options: ReadOnlyMaskOptions = {}): ReadOnlyMismatch | undefined {
+  checkSameSize(image, current);
+  return firstMismatch(image, current, buildConfigMasks(current, options));
+}
+
+/**
+ * Throws unless `image` matches `current` in every read-only bit, as QEMU's
+ * `get_pci_config_device` requires before it accepts a migrated config image.
+ * @throws ConfigSpaceError whose `offset` is the first offending byte.
+ */
+export function checkReadOnlyBits(image: Uint8Array, current: Uint8Array, options: ReadOnlyMaskOptions = {}): void {
+  throwMismatch(findReadOnlyMismatch(image, current, options));
+}
+
+/**
+ * {@link checkReadOnlyBits} with masks built beforehand (`get_pci_config_device`
+ * compares with QEMU's own `pdev->config`, under the masks QEMU built at
+ * realize from the device's image).
+ * @throws ConfigSpaceError for images of different sizes, or whose `offset` is the first offending byte.
+ */
+export function checkReadOnlyBitsWith(image: Uint8Array, current: Uint8Array, masks: ConfigMasks): void {
+  checkSameSize(image, current);
+  throwMismatch(firstMismatch(image, current, masks));
+}
+
+function checkSameSize(image: Uint8Array, current: Uint8Array): void {
   if (image.byteLength !== current.byteLength) {
     throw new ConfigSpaceError('config read-only bits', `the incoming image has ${image.byteLength} bytes, the device's ${current.byteLength}`);
   }
-  const { cmask, wmask, w1cmask } = buildConfigMasks(current, options);
+}
+
+function firstMismatch(image: Uint8Array, current: Uint8Array, { cmask, wmask, w1cmask }: ConfigMasks): ReadOnlyMismatch | undefined {
   for (let i = 0; i < image.byteLength; i++) {
     const incoming = image[i];
     const cur = current[i];
@@ -262,19 +304,8 @@ export function findReadOnlyMismatch(image: Uint8Array, current: Uint8Array, opt
   return undefined;
 }
 
-/**
- * Throws unless `image` matches `current` in every read-only bit, as QEMU's
- * `get_pci_config_device` requires before it accepts a migrated config image.
- * @throws ConfigSpaceError whose `offset` is the first offending byte.
- */
-export function checkReadOnlyBits(image: Uint8Array, current: Uint8Array, options: ReadOnlyMaskOptions = {}): void {
-  const m = findReadOnlyMismatch(image, current, options);
-  if (m !== undefined) {
-    const hex = (n: number): string => `0x${n.toString(16).padStart(2, '0')}`;
-    throw new ConfigSpaceError(
-      'config read-only bits',
-      `read-only bits ${hex(m.bits)} differ: incoming ${hex(m.incoming)}, device ${hex(m.current)}`,
-      m.offset,
-    );
-  }
+function throwMismatch(m: ReadOnlyMismatch | undefined): void {
+  if (m === undefined) return;
+  const hex = (n: number): string => `0x${n.toString(16).padStart(2, '0')}`;
+  throw new ConfigSpaceError('config read-only bits', `read-only bits ${hex(m.bits)} differ: incoming ${hex(m.incoming)}, device ${hex(m.current)}`, m.offset);
 }

@@ -34,6 +34,7 @@ import {
 import { VFIO_DEVICE_GET_INFO, VFIO_DEVICE_GET_IRQ_INFO, VFIO_DEVICE_GET_REGION_INFO, VFIO_DEVICE_RESET } from '../vfio/uapi/ioctls.js';
 import { dataView, decode, encode } from '../vfio/uapi/layout.js';
 import { vfio_device_info, vfio_irq_info, vfio_region_info } from '../vfio/uapi/structs.js';
+import type { MigrationState } from '../migration/fsm.js';
 import { BulkMigration, bulkRunning, type BulkFaultPlan } from './bulk-migration.js';
 import { fail } from './errno.js';
 import type { IoctlArg } from './file.js';
@@ -107,6 +108,7 @@ export class SimBulkDevice extends SimVfioDevice {
         pageSize,
         pageCount: this.pageCount,
         faults: () => this.faults,
+        checkArc: (from, to) => this.checkArc(from, to),
       },
       flags,
     );
@@ -122,6 +124,14 @@ export class SimBulkDevice extends SimVfioDevice {
   get stateSize(): number {
     return this.#bytes.byteLength;
   }
+
+  /** The state itself, for a variant that exposes it (a BAR over it). */
+  protected get stateBytes(): Uint8Array {
+    return this.#bytes;
+  }
+
+  /** A variant driver's veto of a migration arc (`fail(...)` refuses it); the bulk device takes every arc. */
+  protected checkArc(_from: MigrationState, _to: MigrationState): void {}
 
   /**
    * The workload: writes `bytes` worth of pages (at least one), chosen by the

@@ -8,16 +8,13 @@
 import { STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P } from '../migration/state-names.js';
 import type { MigrationState } from '../migration/fsm.js';
 import type { ErrnoName } from '../sys/errno.js';
-import {
-  VFIO_DEVICE_STATE_ERROR,
-} from '../vfio/uapi/constants.js';
+import { VFIO_DEVICE_STATE_ERROR } from '../vfio/uapi/constants.js';
 import { checkArcFault, type SimArcFault } from './arc-fault.js';
 import { BulkResumeFile, BulkSaveFile, bulkStreamSize, type BulkStreamFaults, type BulkStreamOwner } from './bulk-stream.js';
 import { fail } from './errno.js';
 import type { SimFile } from './file.js';
 import { nextArc } from './mig-next-arc.js';
 import type { SimMigrationOps } from './vfio-device.js';
-
 
 /** Device-side faults of the bulk device; every field stays in force until the plan is replaced. */
 export interface BulkFaultPlan extends BulkStreamFaults {
@@ -37,6 +34,8 @@ export interface BulkMigrationDevice {
   readonly pageCount: number;
   /** The fault plan in force now (tests replace it at any time). */
   faults(): BulkFaultPlan;
+  /** Runs before each arc the walk takes; a variant driver refuses the arc by failing (`fail('EBUSY')`). */
+  checkArc(from: MigrationState, to: MigrationState): void;
 }
 
 /** True in the states where the device runs, so its state may change. */
@@ -120,6 +119,7 @@ export class BulkMigration implements SimMigrationOps, BulkStreamOwner {
 
   #step(next: MigrationState): SimFile | null {
     const cur = this.#state;
+    this.device.checkArc(cur, next);
     checkArcFault(this.device.faults().arc, cur, next, () => {
       this.#state = VFIO_DEVICE_STATE_ERROR;
     });

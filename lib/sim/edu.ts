@@ -29,12 +29,20 @@
  *   ends strictly before the end of the buffer, and otherwise stops the
  *   whole VM (`hw_error`); the simulator records such a transfer in
  *   `guestErrors` and does not copy.
+ *
+ * The real edu cannot migrate. With `migration: true` (simulator only) its
+ * driver offers v2 migration of a state image, so the config-state tests
+ * have a migratable MSI device: "EDU1", the liveness, factorial, status and
+ * interrupt status registers (u32), the DMA registers (u64) and the 4 KiB
+ * buffer, little-endian. A transfer or computation in flight is not carried.
  */
 import type { MmioWidth } from '../sys/mmio.js';
+import { dataView } from '../vfio/uapi/layout.js';
+import { fail } from './errno.js';
 import type { SimKernel } from './kernel.js';
 import { SimConfigBuilder } from './pci-config-builder.js';
 import { SimPciFunction } from './pci-function.js';
-import { addVfioPci, SimVfioPciDevice } from './vfio-pci.js';
+import { addVfioPci, SimVfioPciDevice, type SimPciStateImage } from './vfio-pci.js';
 
 /** BAR0's size. */
 export const EDU_BAR0_SIZE = 1 << 20;
@@ -63,6 +71,11 @@ const DMA_REGS = new Map<number, 'src' | 'dst' | 'cnt' | 'cmd'>([
 ]);
 /** BAR0 where the guest's firmware put it. */
 const BAR0 = { kind: 'mem32', size: EDU_BAR0_SIZE, address: 0xfea00000n } as const;
+/** "EDU1" little-endian: the first word of the migration state image. */
+const IMAGE_MAGIC = 0x31554445;
+/** Magic, four u32 registers and four u64 DMA registers before the buffer. */
+const IMAGE_HEADER = 4 + 4 * 4 + 4 * 8;
+const DMA_FIELDS = ['src', 'dst', 'cnt', 'cmd'] as const;
 
 /** Options of {@link addEdu}. */
 export interface EduOptions {
@@ -72,10 +85,13 @@ export interface EduOptions {
   readonly dmaDelayMs?: number;
   /** Milliseconds from a factorial write to its result (default 0: the next turn of the event loop). */
   readonly factDelayMs?: number;
+  /** Simulator only: the driver offers v2 migration of edu's registers and buffer (default false). */
+  readonly migration?: boolean;
 }
 
 /** The edu hardware. */
-export class SimEdu extends SimPciFunction {
+export class SimEdu extends SimPciFunction implements SimPciStateImage {
+  readonly imageSize = IMAGE_HEADER + EDU_DMA_SIZE;
   /** DMA addresses are masked with this (`dma_mask`, 28 bits). */
   dmaMask = (1n << 28n) - 1n;
   /** The device's 4 KiB DMA buffer. */
@@ -120,6 +136,27 @@ export class SimEdu extends SimPciFunction {
   /** A DMA is in flight. */
   get dmaRunning(): boolean {
     return (this.#dma.cmd & EDU_DMA_RUN) !== 0n;
+  }
+
+  /** The migration state image (see the module comment). */
+  saveImage(): Uint8Array {
+    const image = new Uint8Array(this.imageSize);
+    const dv = dataView(image);
+    [IMAGE_MAGIC, this.#addr4, this.#fact, this.#status, this.#irqStatus].forEach((v, i) => dv.setUint32(4 * i, v, true));
+    DMA_FIELDS.forEach((f, i) => dv.setBigUint64(20 + 8 * i, this.#dma[f], true));
+    image.set(this.dmaBuffer, IMAGE_HEADER);
+    return image;
+  }
+
+  /** Takes a state image; EINVAL for one that is not edu's. */
+  loadImage(image: Uint8Array): void {
+    const dv = dataView(image);
+    if (image.byteLength !== this.imageSize || dv.getUint32(0, true) !== IMAGE_MAGIC) fail('EINVAL');
+    [this.#addr4, this.#fact, this.#status, this.#irqStatus] = [1, 2, 3, 4].map((i) => dv.getUint32(4 * i, true));
+    DMA_FIELDS.forEach((f, i) => {
+      this.#dma[f] = dv.getBigUint64(20 + 8 * i, true);
+    });
+    this.dmaBuffer.set(image.subarray(IMAGE_HEADER));
   }
 
   /** `edu_mmio_read`, behind QEMU's access-size and alignment check. */
@@ -252,5 +289,7 @@ function truncate(v: bigint, size: MmioWidth): bigint {
  * IOMMU as on the test guest. The returned device's `fn` is the edu.
  */
 export function addEdu(kernel: SimKernel, options: EduOptions = {}): SimVfioPciDevice<SimEdu> {
-  return addVfioPci(kernel, new SimVfioPciDevice(options.bdf ?? '0000:00:06.0', new SimEdu(options)));
+  const driver = new SimVfioPciDevice(options.bdf ?? '0000:00:06.0', new SimEdu(options));
+  if (options.migration === true) driver.enableMigration(driver.fn);
+  return addVfioPci(kernel, driver);
 }

@@ -24,7 +24,11 @@ export { bulkStreamSize } from './bulk-stream.js';
 export { SimDmaDevice, addDmaDevice, type DmaMode, type DmaDeviceOptions, type DmaWindow } from './dma-device.js';
 export { SimV1Device, addV1Device, V1_MIGRATION_REGION_INDEX, type SimV1DeviceOptions } from './v1-device.js';
 export type { V1FaultPlan, V1StateWriteFault, V1Transaction } from './v1-migration-region.js';
-export { SimVfioPciDevice, addVfioPci, type SimDeviceRegion, type SimVfioPciOptions } from './vfio-pci.js';
+export { SimVfioPciDevice, addVfioPci, type SimDeviceRegion, type SimVfioPciOptions, type SimPciStateImage } from './vfio-pci.js';
+export { SimTrapBarDevice, addTrapBarDevice, TRAP_BAR_PARENT, TRAP_BAR_REMAP_IRQ_INDEX, type TrapBarDeviceOptions } from './trap-bar-device.js';
+export { SimRemapIrq, type SimRemapIrqHooks } from './remap-irq.js';
+export { SimMappingTracker } from './mapping-tracker.js';
+export { answerRegionInfo, regionInfoRequest, type SimRegionDescription } from './region-info-reply.js';
 export {
   SimPciFunction,
   type SimPciFunctionOptions,

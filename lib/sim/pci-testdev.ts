@@ -25,17 +25,21 @@
  * - ROM: 1 KiB image (a 2 KiB BAR).
  * - Region 9: a 4 KiB read-only device-specific region, type
  *   `VFIO_REGION_TYPE_PCI_VENDOR_TYPE | 0x1b36`, subtype 1.
+ * - With `migration: true`, v2 migration (STOP_COPY, P2P, PRE_COPY) of a
+ *   small state image sent in stop-copy: "TDV1", the scratch register, the
+ *   INTx level and BAR4's 64 KiB, little-endian.
  */
 import { readLe } from '../bytes.js';
 import { PCI_CAP_ID_VNDR, PCI_EXT_CAP_ID_ARI, PCI_EXT_CAP_ID_DSN, PCI_EXT_CAP_ID_ERR, PCI_EXT_CAP_ID_L1SS, PCI_EXT_CAP_ID_LTR } from '../pci/regs.js';
 import type { MmioWidth } from '../sys/mmio.js';
 import { VFIO_REGION_INFO_FLAG_READ } from '../vfio/uapi/constants.js';
 import type { SparseArea } from '../vfio/uapi/info.js';
+import { dataView } from '../vfio/uapi/layout.js';
 import { fail } from './errno.js';
 import type { SimKernel } from './kernel.js';
 import { SimConfigBuilder } from './pci-config-builder.js';
 import { SimPciFunction } from './pci-function.js';
-import { addVfioPci, SimVfioPciDevice, type SimVfioPciOptions } from './vfio-pci.js';
+import { addVfioPci, SimVfioPciDevice, type SimPciStateImage, type SimVfioPciOptions } from './vfio-pci.js';
 
 /** The test function's identification register (BAR0 + 0). */
 export const TESTDEV_ID = 0x7e57de71;
@@ -62,6 +66,10 @@ const PAGE = 4096;
 const BAR0 = { kind: 'mem32', size: 0x1000, address: 0xfd000000n } as const;
 const BAR2 = { kind: 'mem32', size: 0x4000, address: 0xfd004000n, ram: true } as const;
 const BAR4 = { kind: 'mem64', size: 0x10000, prefetchable: true, address: 0x8_0000_0000n, ram: true } as const;
+/** "TDV1" little-endian: the first word of the migration state image. */
+const IMAGE_MAGIC = 0x31564454;
+/** Magic, scratch and INTx level before BAR4's bytes. */
+const IMAGE_HEADER = 12;
 
 /** Options of the test function. */
 export interface TestDevOptions extends SimVfioPciOptions {
@@ -73,10 +81,13 @@ export interface TestDevOptions extends SimVfioPciOptions {
   readonly msixEntries?: number;
   /** The driver reports MSIX_MAPPABLE (default true, as vfio-pci since 4.16). */
   readonly msixMappable?: boolean;
+  /** The driver offers v2 migration of the function's state (default false). */
+  readonly migration?: boolean;
 }
 
 /** The test function's hardware. */
-export class SimTestDev extends SimPciFunction {
+export class SimTestDev extends SimPciFunction implements SimPciStateImage {
+  readonly imageSize = IMAGE_HEADER + BAR4.size;
   #scratch = 0;
   #intx = false;
 
@@ -129,6 +140,26 @@ export class SimTestDev extends SimPciFunction {
     this.msiNotify(vector);
   }
 
+  /** The migration state image: magic, scratch register, INTx level, BAR4. */
+  saveImage(): Uint8Array {
+    const image = new Uint8Array(this.imageSize);
+    const dv = dataView(image);
+    dv.setUint32(0, IMAGE_MAGIC, true);
+    dv.setUint32(4, this.#scratch, true);
+    dv.setUint32(8, this.#intx ? 1 : 0, true);
+    image.set(this.#bar4(), IMAGE_HEADER);
+    return image;
+  }
+
+  /** Takes a state image; EINVAL for one that is not the test function's. */
+  loadImage(image: Uint8Array): void {
+    const dv = dataView(image);
+    if (image.byteLength !== this.imageSize || dv.getUint32(0, true) !== IMAGE_MAGIC || dv.getUint32(8, true) > 1) fail('EINVAL');
+    this.#scratch = dv.getUint32(4, true);
+    this.#bar4().set(image.subarray(IMAGE_HEADER));
+    this.setIntx(dv.getUint32(8, true) === 1);
+  }
+
   /** The device drives its INTx pin. */
   setIntx(level: boolean): void {
     this.#intx = level;
@@ -157,6 +188,12 @@ export class SimTestDev extends SimPciFunction {
     this.#scratch = 0;
     this.#intx = false;
   }
+
+  #bar4(): Uint8Array {
+    const ram = this.bars[4]?.ram;
+    if (ram === null || ram === undefined) throw new Error('the test function has lost its BAR4 memory');
+    return ram;
+  }
 }
 
 /** The test function's variant driver: sparse BAR4, optionally an unmappable MSI-X table, and region 9. */
@@ -168,6 +205,7 @@ export class SimTestDevDriver extends SimVfioPciDevice<SimTestDev> {
   constructor(bdf: string, fn: SimTestDev, options: TestDevOptions = {}) {
     super(bdf, fn, options);
     this.#msixMappable = options.msixMappable ?? true;
+    if (options.migration === true) this.enableMigration(fn);
     this.registerRegion({
       type: TESTDEV_REGION_TYPE,
       subtype: TESTDEV_REGION_SUBTYPE,

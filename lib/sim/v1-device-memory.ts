@@ -46,6 +46,16 @@ export class V1DeviceMemory {
     return this.#bytes.slice(offset, offset + length);
   }
 
+  /**
+   * The live bytes at `[offset, +length)`, for a mapping: writes through it
+   * reach the memory without dirtying anything, as a direct mmap of a BAR
+   * bypasses the vendor driver.
+   */
+  view(offset: number, length: number): Uint8Array {
+    this.#check(offset, length);
+    return this.#bytes.subarray(offset, offset + length);
+  }
+
   /** Writes `data` at `offset` and dirties the pages it touches. */
   write(offset: number, data: Uint8Array): void {
     this.#check(offset, data.byteLength);

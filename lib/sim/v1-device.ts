@@ -8,8 +8,17 @@
  *
  * The device's state is its memory: {@link SimV1Device.checksum} is equal
  * on the source and the destination after a successful migration.
+ *
+ * With `savingLayout`, BAR0 is also mmappable, with vfio-ts's saving layout
+ * (opt-in extension, `vfio/uapi/extensions.ts`): BAR0 is the memory
+ * followed by a 4 KiB doorbell page that is not migrated, SPARSE_MMAP
+ * offers both, and the saving layout keeps only the doorbell. A direct
+ * mapping of the memory bypasses the dirty tracking, so the vendor refuses
+ * to set SAVING (EBUSY) while one is left, and refuses such mmaps while saving.
  */
-import { buildCapChain, type CapSpec } from '../vfio/uapi/info.js';
+import type { V1StateBits } from '../migration/v1-state.js';
+import { VFIO_TS_REGION_INFO_CAP_SPARSE_MMAP_SAVING, encodeSparseAreas } from '../vfio/uapi/extensions.js';
+import type { CapSpec, SparseArea } from '../vfio/uapi/info.js';
 import {
   VFIO_DEVICE_FLAGS_PCI,
   VFIO_DEVICE_FLAGS_RESET,
@@ -25,19 +34,21 @@ import {
   VFIO_PCI_VGA_REGION_INDEX,
   VFIO_REGION_INFO_CAP_SPARSE_MMAP,
   VFIO_REGION_INFO_CAP_TYPE,
-  VFIO_REGION_INFO_FLAG_CAPS,
   VFIO_REGION_INFO_FLAG_MMAP,
   VFIO_REGION_INFO_FLAG_READ,
   VFIO_REGION_INFO_FLAG_WRITE,
   VFIO_REGION_SUBTYPE_MIGRATION_DEPRECATED,
   VFIO_REGION_TYPE_MIGRATION_DEPRECATED,
+  VFIO_DEVICE_STATE_V1_SAVING,
 } from '../vfio/uapi/constants.js';
 import { VFIO_DEVICE_GET_INFO, VFIO_DEVICE_GET_IRQ_INFO, VFIO_DEVICE_GET_REGION_INFO, VFIO_DEVICE_RESET, VFIO_DEVICE_SET_IRQS } from '../vfio/uapi/ioctls.js';
 import { dataView, decode, encode } from '../vfio/uapi/layout.js';
-import { vfio_device_info, vfio_irq_info, vfio_region_info } from '../vfio/uapi/structs.js';
+import { vfio_device_info, vfio_irq_info } from '../vfio/uapi/structs.js';
 import { fail, userBuf } from './errno.js';
 import type { IoctlArg, SimMmap } from './file.js';
 import { INTEL_IOMMU_DOMAIN, type SimKernel } from './kernel.js';
+import { SimMappingTracker } from './mapping-tracker.js';
+import { answerRegionInfo, regionInfoRequest } from './region-info-reply.js';
 import { V1DeviceMemory } from './v1-device-memory.js';
 import { SimV1MigrationRegion, type V1FaultPlan, type V1Transaction } from './v1-migration-region.js';
 import { SimVfioDevice } from './vfio-device.js';
@@ -73,6 +84,8 @@ export interface SimV1DeviceOptions {
   readonly dataOffsets?: readonly number[];
   /** Bits 3-31 the vendor keeps in `device_state` (default 0); a write that changes them fails EINVAL. */
   readonly reservedBits?: number;
+  /** Make BAR0 mmappable with a saving layout (see the module comment); default false. */
+  readonly savingLayout?: boolean;
 }
 
 const DEFAULT_TRANSACTION_SIZES: readonly number[] = [5000, 12288, 777, 16384, 3000, 9001];
@@ -85,6 +98,8 @@ export class SimV1Device extends SimVfioDevice {
   readonly #memory: V1DeviceMemory;
   readonly #region: SimV1MigrationRegion;
   readonly #config = configSpace();
+  /** BAR0's doorbell page and live mappings, with a saving layout only. */
+  readonly #bar0: { readonly doorbell: Uint8Array; readonly mappings: SimMappingTracker } | undefined;
 
   /** @throws RangeError for options the device cannot honour */
   constructor(options: SimV1DeviceOptions) {
@@ -103,7 +118,10 @@ export class SimV1Device extends SimVfioDevice {
       { size: dataStart + sectionSize, dataStart, mmap, transactionSizes, dataOffsets, reservedBits: options.reservedBits ?? 0 },
       this.#memory,
       () => this.faults,
+      (cur, next) => this.#veto(cur, next),
     );
+    if (options.savingLayout === true && this.#memory.size % PAGE_SIZE !== 0) throw new RangeError(`a mmappable BAR0 needs memory in whole ${PAGE_SIZE}-byte pages`);
+    this.#bar0 = options.savingLayout === true ? { doorbell: new Uint8Array(PAGE_SIZE), mappings: new SimMappingTracker() } : undefined;
   }
 
   // ------------------------------------------------------------ test hooks
@@ -156,6 +174,11 @@ export class SimV1Device extends SimVfioDevice {
   /** Live mmaps of the data section. */
   get dataMappings(): number {
     return this.#region.mappings;
+  }
+
+  /** Live mmaps of BAR0 outside its saving layout: setting SAVING now would fail EBUSY. */
+  get conflictingMappings(): number {
+    return this.#bar0?.mappings.outside(this.#savingAreas()) ?? 0;
   }
 
   // ------------------------------------------------------------ vfio_device_ops
@@ -212,23 +235,70 @@ export class SimV1Device extends SimVfioDevice {
   }
 
   override mmap(offset: bigint, length: number): SimMmap {
-    if (offset >> OFFSET_SHIFT !== BigInt(V1_MIGRATION_REGION_INDEX)) fail('EINVAL');
-    return this.#region.mmap(Number(offset & OFFSET_MASK), length);
+    const index = Number(offset >> OFFSET_SHIFT);
+    const start = Number(offset & OFFSET_MASK);
+    if (index === VFIO_PCI_BAR0_REGION_INDEX) return this.#mmapBar0(start, length);
+    if (index !== V1_MIGRATION_REGION_INDEX) fail('EINVAL');
+    return this.#region.mmap(start, length);
   }
 
   // ------------------------------------------------------------ internals
+
+  /** BAR0's size: the memory, and the doorbell page with a saving layout. */
+  get #bar0Size(): number {
+    return this.#memory.size + (this.#bar0 === undefined ? 0 : PAGE_SIZE);
+  }
+
+  /** BAR0's normal sparse layout: the memory and the doorbell page. */
+  #normalAreas(): SparseArea[] {
+    return [
+      { offset: 0, size: this.#memory.size },
+      { offset: this.#memory.size, size: PAGE_SIZE },
+    ];
+  }
+
+  /** BAR0's saving layout: the doorbell page only. */
+  #savingAreas(): SparseArea[] {
+    return [{ offset: this.#memory.size, size: PAGE_SIZE }];
+  }
+
+  /** Setting SAVING with a direct mapping of the memory left would lose its writes: EBUSY. */
+  #veto(cur: V1StateBits, next: V1StateBits): void {
+    const saving = (bits: V1StateBits): boolean => (bits & VFIO_DEVICE_STATE_V1_SAVING) !== 0;
+    if (!saving(cur) && saving(next) && this.conflictingMappings > 0) fail('EBUSY');
+  }
+
+  /** An mmap of BAR0, inside one area of the layout in force (the saving one while saving). */
+  #mmapBar0(start: number, length: number): SimMmap {
+    const bar0 = this.#bar0;
+    if (bar0 === undefined) fail('EINVAL');
+    const saving = (this.#region.word & VFIO_DEVICE_STATE_V1_SAVING) !== 0;
+    const end = start + length;
+    if (!(saving ? this.#savingAreas() : this.#normalAreas()).some((a) => start >= a.offset && end <= a.offset + a.size)) fail('EINVAL');
+    const size = this.#memory.size;
+    const bytes = end <= size ? this.#memory.view(start, length) : bar0.doorbell.subarray(start - size, end - size);
+    return bar0.mappings.map(start, bytes);
+  }
 
   #access(buf: Uint8Array, pos: bigint, isWrite: boolean): number {
     const index = Number(pos >> OFFSET_SHIFT);
     const offset = Number(pos & OFFSET_MASK);
     if (index === V1_MIGRATION_REGION_INDEX) return isWrite ? this.#region.write(buf, offset) : this.#region.read(buf, offset);
-    const size = index === VFIO_PCI_BAR0_REGION_INDEX ? this.#memory.size : index === VFIO_PCI_CONFIG_REGION_INDEX ? CONFIG_SIZE : 0;
+    const size = index === VFIO_PCI_BAR0_REGION_INDEX ? this.#bar0Size : index === VFIO_PCI_CONFIG_REGION_INDEX ? CONFIG_SIZE : 0;
     // vfio_pci_bar_rw / vfio_pci_config_rw: past the end is EINVAL, a straddling access is cut short.
     if (offset >= size) fail('EINVAL');
     const n = Math.min(buf.byteLength, size - offset);
     if (index === VFIO_PCI_BAR0_REGION_INDEX) {
-      if (isWrite) this.#memory.write(offset, buf.subarray(0, n));
-      else buf.set(this.#memory.read(offset, n));
+      // The memory part is trapped (its writes dirty pages); the doorbell part is plain.
+      const inMemory = Math.max(0, Math.min(n, this.#memory.size - offset));
+      if (inMemory > 0 && isWrite) this.#memory.write(offset, buf.subarray(0, inMemory));
+      else if (inMemory > 0) buf.set(this.#memory.read(offset, inMemory));
+      const bell = this.#bar0?.doorbell;
+      if (bell !== undefined && inMemory < n) {
+        const at = offset + inMemory - this.#memory.size;
+        if (isWrite) bell.set(buf.subarray(inMemory, n), at);
+        else buf.set(bell.subarray(at, at + n - inMemory), inMemory);
+      }
     } else if (isWrite) {
       writeConfig(this.#config, offset, buf.subarray(0, n));
     } else {
@@ -239,29 +309,22 @@ export class SimV1Device extends SimVfioDevice {
 
   /** vfio_pci_ioctl_get_region_info, with the capability chain laid out as the kernel does. */
   #regionInfo(arg: IoctlArg): number {
-    const minsz = vfio_region_info.size;
-    const user = userBuf(arg, minsz);
-    const { argsz, index } = decode(vfio_region_info, user);
-    if (argsz < minsz) fail('EINVAL');
-    const r = this.#describe(index);
-    let flags = r.flags;
-    let outArgsz = argsz;
-    let capOffset = 0;
-    if (r.caps.length > 0) {
-      const chain = buildCapChain(r.caps, minsz);
-      flags |= VFIO_REGION_INFO_FLAG_CAPS;
-      if (argsz < minsz + chain.byteLength) outArgsz = minsz + chain.byteLength;
-      else {
-        userBuf(arg, minsz + chain.byteLength).set(chain, minsz);
-        capOffset = minsz;
-      }
-    }
-    encode(vfio_region_info, { argsz: outArgsz, flags, index, cap_offset: capOffset, size: BigInt(r.size), offset: BigInt(index) << OFFSET_SHIFT }, user);
-    return 0;
+    const { argsz, index } = regionInfoRequest(arg);
+    return answerRegionInfo(arg, argsz, index, { ...this.#describe(index), offset: BigInt(index) << OFFSET_SHIFT });
   }
 
   #describe(index: number): { flags: number; size: number; caps: CapSpec[] } {
     const rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+    if (index === VFIO_PCI_BAR0_REGION_INDEX && this.#bar0 !== undefined) {
+      return {
+        flags: rw | VFIO_REGION_INFO_FLAG_MMAP,
+        size: this.#bar0Size,
+        caps: [
+          { id: VFIO_REGION_INFO_CAP_SPARSE_MMAP, version: 1, body: encodeSparseAreas(this.#normalAreas()) },
+          { id: VFIO_TS_REGION_INFO_CAP_SPARSE_MMAP_SAVING, version: 1, body: encodeSparseAreas(this.#savingAreas()) },
+        ],
+      };
+    }
     if (index === VFIO_PCI_BAR0_REGION_INDEX) return { flags: rw, size: this.#memory.size, caps: [] };
     if (index === VFIO_PCI_CONFIG_REGION_INDEX) return { flags: rw, size: CONFIG_SIZE, caps: [] };
     // No VGA: vfio-pci refuses the VGA region's info.
@@ -274,13 +337,7 @@ export class SimV1Device extends SimVfioDevice {
     dataView(typeBody).setUint32(4, VFIO_REGION_SUBTYPE_MIGRATION_DEPRECATED, true);
     const caps: CapSpec[] = [{ id: VFIO_REGION_INFO_CAP_TYPE, version: 1, body: typeBody }];
     if (!mmap) return { flags: rw, size, caps };
-    // One area, nr_areas = 1: u32 nr_areas, u32 reserved, then { u64 offset, u64 size }.
-    const sparse = new Uint8Array(8 + 16);
-    const dv = dataView(sparse);
-    dv.setUint32(0, 1, true);
-    dv.setBigUint64(8, BigInt(dataStart), true);
-    dv.setBigUint64(16, BigInt(size - dataStart), true);
-    caps.push({ id: VFIO_REGION_INFO_CAP_SPARSE_MMAP, version: 1, body: sparse });
+    caps.push({ id: VFIO_REGION_INFO_CAP_SPARSE_MMAP, version: 1, body: encodeSparseAreas([{ offset: dataStart, size: size - dataStart }]) });
     return { flags: rw | VFIO_REGION_INFO_FLAG_MMAP, size, caps };
   }
 }

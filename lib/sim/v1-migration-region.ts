@@ -79,6 +79,7 @@ export class SimV1MigrationRegion {
   readonly #layout: V1RegionLayout;
   readonly #memory: V1DeviceMemory;
   readonly #faults: () => V1FaultPlan;
+  readonly #veto: (cur: V1StateBits, next: V1StateBits) => void;
   /** The data section's backing store; what an mmap of it shows. */
   readonly #data: Uint8Array;
   #word: number;
@@ -96,12 +97,16 @@ export class SimV1MigrationRegion {
   readonly #saved: V1Transaction[] = [];
   readonly #loaded: V1Transaction[] = [];
 
-  /** @throws RangeError for a layout the vendor could not honour */
-  constructor(layout: V1RegionLayout, memory: V1DeviceMemory, faults: () => V1FaultPlan) {
+  /**
+   * @param veto runs before each transition between two valid states; the device refuses it by failing (`fail('EBUSY')`)
+   * @throws RangeError for a layout the vendor could not honour
+   */
+  constructor(layout: V1RegionLayout, memory: V1DeviceMemory, faults: () => V1FaultPlan, veto: (cur: V1StateBits, next: V1StateBits) => void) {
     checkLayout(layout);
     this.#layout = layout;
     this.#memory = memory;
     this.#faults = faults;
+    this.#veto = veto;
     this.#data = new Uint8Array(layout.size);
     this.#word = v1WithBits(layout.reservedBits, V1_RUNNING);
   }
@@ -255,6 +260,7 @@ export class SimV1MigrationRegion {
     }
     const cur = v1Bits(this.#word);
     if (next === cur) return;
+    this.#veto(cur, next);
     this.#transition(cur, next);
     this.#word = v1WithBits(this.#word, next);
   }

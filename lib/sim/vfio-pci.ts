@@ -8,9 +8,12 @@
  * interrupts down, restore the saved config).
  *
  * Variant drivers extend it: {@link SimVfioPciDevice.registerRegion} adds a
- * device-specific region (index 9 and up, with a TYPE capability), and
+ * device-specific region (index 9 and up, with a TYPE capability),
  * {@link SimVfioPciDevice.mmapAreas} restricts what of a BAR may be mmapped
- * (a SPARSE_MMAP capability instead of MSIX_MAPPABLE).
+ * (a SPARSE_MMAP capability instead of MSIX_MAPPABLE), and
+ * {@link SimVfioPciDevice.enableMigration} gives the device v2 migration of
+ * a state image, as the in-tree variant drivers (mlx5, hisi, ...) add
+ * `mig_ops` to vfio-pci-core.
  *
  * Not simulated (ENOTTY): VFIO_DEVICE_IOEVENTFD and the low-power device
  * features. Hot reset answers ENODEV, as for a function alone on a root bus
@@ -58,10 +61,12 @@ import {
   VFIO_DEVICE_SET_IRQS,
 } from '../vfio/uapi/ioctls.js';
 import { dataView, decode, encode } from '../vfio/uapi/layout.js';
+import { encodeSparseAreas } from '../vfio/uapi/extensions.js';
 import { vfio_device_info, vfio_irq_info, vfio_irq_set, vfio_region_info } from '../vfio/uapi/structs.js';
 import { fail, userBuf } from './errno.js';
 import type { IoctlArg, SimMmap } from './file.js';
 import { readIrqSet } from './irq-set-validate.js';
+import { DmaDeviceMigration, type DmaDeviceState } from './dma-device-migration.js';
 import { INTEL_IOMMU_DOMAIN, type SimKernel } from './kernel.js';
 import type { SimPciFunction, SimPciSavedState } from './pci-function.js';
 import { SimPciMsiCore, type SimMsiDomain } from './pci-msi-core.js';
@@ -94,6 +99,9 @@ export interface SimDeviceRegion {
 /** How the host's interrupt domain behaves; x86 with interrupt remapping by default. */
 export type SimVfioPciOptions = Partial<SimMsiDomain>;
 
+/** The device state a migratable simulated function carries: one image, sent in stop-copy. */
+export type SimPciStateImage = Omit<DmaDeviceState, 'name'>;
+
 export class SimVfioPciDevice<F extends SimPciFunction = SimPciFunction> extends SimVfioDevice {
   /** The PCI address, `dev_name()` of the function. */
   override readonly name: string;
@@ -107,6 +115,7 @@ export class SimVfioPciDevice<F extends SimPciFunction = SimPciFunction> extends
   #saved: SimPciSavedState | null = null;
   #resetWorks = false;
   #barMmap: boolean[] = [];
+  #stateMigration: DmaDeviceMigration | undefined;
 
   constructor(bdf: string, fn: F, options: SimVfioPciOptions = {}) {
     super();
@@ -134,6 +143,23 @@ export class SimVfioPciDevice<F extends SimPciFunction = SimPciFunction> extends
   /** `vfio_pci_core_register_dev_region`: the region gets index 9 + (regions registered before). */
   protected registerRegion(region: SimDeviceRegion): void {
     this.#regions.push(region);
+  }
+
+  /**
+   * Gives the device v2 migration (STOP_COPY, P2P and PRE_COPY, the
+   * simulated DMA device's driver) of `image`: nothing to send in precopy,
+   * the image in stop-copy, loaded at RESUMING → STOP. A device reset and the
+   * last close put the migration state back to RUNNING, as variant drivers'
+   * `reset_done` and `close_device` do.
+   */
+  enableMigration(image: SimPciStateImage): void {
+    this.#stateMigration = new DmaDeviceMigration({
+      name: this.name,
+      imageSize: image.imageSize,
+      saveImage: () => image.saveImage(),
+      loadImage: (bytes) => image.loadImage(bytes),
+    });
+    this.migration = this.#stateMigration;
   }
 
   /**
@@ -181,6 +207,7 @@ export class SimVfioPciDevice<F extends SimPciFunction = SimPciFunction> extends
     if (this.#saved !== null) fn.restoreState(this.#saved);
     this.#saved = null;
     fn.irqSink = null;
+    this.#stateMigration?.reset();
   }
 
   /** `vfio_pci_core_ioctl`. */
@@ -200,6 +227,7 @@ export class SimVfioPciDevice<F extends SimPciFunction = SimPciFunction> extends
         if (!this.#resetWorks) fail('EINVAL');
         this.#config?.setPowerState(0);
         this.#tryReset();
+        this.#stateMigration?.reset();
         return 0;
       case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO:
       case VFIO_DEVICE_PCI_HOT_RESET: {
@@ -411,14 +439,7 @@ export class SimVfioPciDevice<F extends SimPciFunction = SimPciFunction> extends
 
 /** The SPARSE_MMAP capability listing `areas`. */
 function sparseCap(areas: readonly SparseArea[]): CapSpec {
-  const body = new Uint8Array(8 + 16 * areas.length);
-  const dv = dataView(body);
-  dv.setUint32(0, areas.length, true);
-  areas.forEach((a, i) => {
-    dv.setBigUint64(8 + 16 * i, BigInt(a.offset), true);
-    dv.setBigUint64(16 + 16 * i, BigInt(a.size), true);
-  });
-  return { id: VFIO_REGION_INFO_CAP_SPARSE_MMAP, version: 1, body };
+  return { id: VFIO_REGION_INFO_CAP_SPARSE_MMAP, version: 1, body: encodeSparseAreas(areas) };
 }
 
 /**

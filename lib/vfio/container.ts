@@ -206,7 +206,7 @@ export class VfioContainer implements IoctlTarget, Disposable {
    * mdev UUID: finds its IOMMU group as QEMU does, opens and adds the group
    * when needed, and opens the device.
    */
-  openDevice(spec: string): VfioDevice {
+  openDevice(spec: string): VfioDevice<VfioGroup> {
     this.#open();
     const loc = locateDevice(this.sys, spec);
     const existed = this.#groups.has(loc.groupId);

@@ -1,11 +1,16 @@
 /**
  * A VFIO device fd: device info, regions, IRQs, reset and device features.
- * Opened through {@link VfioGroup.openDevice} or {@link VfioContainer.openDevice}.
+ * Opened through its group ({@link VfioGroup.openDevice},
+ * {@link VfioContainer.openDevice}) or through its cdev bound to an iommufd
+ * ({@link IommufdDevice.device}): past the open, the device fd answers the
+ * same ioctls either way, so everything above (migration, PCI, DMA logging)
+ * takes either.
  */
 import { VfioArgumentError, VfioClosedError, VfioSystemError } from '../errors.js';
 import type { Sys } from '../sys/sys.js';
 import type { VfioGroup } from './group.js';
 import { ioctl, type IoctlTarget } from './ioctl.js';
+import type { IommufdDevice } from './iommufd-device.js';
 import { Irq } from './irq.js';
 import { Region, queryRegionInfo } from './region.js';
 import { queryWithCaps } from './uapi/caps.js';
@@ -23,27 +28,37 @@ import { VFIO_DEVICE_FEATURE, VFIO_DEVICE_GET_INFO, VFIO_DEVICE_GET_IRQ_INFO, VF
 import { dataView, encode } from './uapi/layout.js';
 import { vfio_device_info, vfio_irq_info } from './uapi/structs.js';
 
-export class VfioDevice implements IoctlTarget, Disposable {
+/**
+ * One open VFIO device. `G` says what opened it: `VfioGroup` for a device
+ * opened through its group, `null` for one opened through its cdev (which
+ * belongs to an {@link IommufdDevice} binding). Code that takes any device
+ * takes the default, `VfioDevice`.
+ */
+export class VfioDevice<G extends VfioGroup | null = VfioGroup | null> implements IoctlTarget, Disposable {
   readonly kind = 'device';
-  readonly sys: Sys;
   /** Device info, read once at open (mdev drivers such as mtty need GET_INFO before any IRQ ioctl). */
   readonly info: DeviceInfo;
   readonly #regions = new Map<number, Region>();
   readonly #irqs = new Map<number, Irq>();
   #closed = false;
-  readonly #onClose: (d: VfioDevice) => void;
+  /** A closure, not the callback itself: a member that takes a `VfioDevice<G>` would make `G` invariant. */
+  readonly #onClose: () => void;
 
-  /** @internal Use {@link VfioGroup.openDevice}. */
+  /**
+   * Takes ownership of `fd` (closed again if GET_INFO fails).
+   * @internal Use {@link VfioGroup.openDevice} or {@link IommufdDevice.device}.
+   */
   constructor(
-    /** The group the device was opened through. */
-    readonly group: VfioGroup,
+    readonly sys: Sys,
+    /** The group the device was opened through; null when it was opened through its cdev. */
+    readonly group: G,
     /** The device name: PCI address or mdev UUID. */
     readonly name: string,
     readonly fd: number,
-    onClose: (d: VfioDevice) => void,
+    /** Told once the device is closed (its opener forgets it). */
+    onClose: (d: VfioDevice<G>) => void,
   ) {
-    this.sys = group.sys;
-    this.#onClose = onClose;
+    this.#onClose = () => onClose(this);
     try {
       const buf = queryWithCaps(vfio_device_info.size, () => undefined, (b) => ioctl(this, VFIO_DEVICE_GET_INFO, b), vfio_device_info.name);
       this.info = decodeDeviceInfo(buf);
@@ -187,7 +202,7 @@ export class VfioDevice implements IoctlTarget, Disposable {
     for (const i of this.#irqs.values()) attempt(() => i.close());
     this.#regions.clear();
     this.#irqs.clear();
-    this.#onClose(this);
+    this.#onClose();
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new AggregateError(errors, `closing ${this.name} failed`);
   }

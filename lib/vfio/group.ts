@@ -23,7 +23,7 @@ export interface GroupStatus {
 export class VfioGroup implements IoctlTarget, Disposable {
   readonly kind = 'group';
   readonly fd: number;
-  readonly #devices = new Set<VfioDevice>();
+  readonly #devices = new Set<VfioDevice<VfioGroup>>();
   #container: VfioContainer | null = null;
   #closed = false;
 
@@ -55,7 +55,7 @@ export class VfioGroup implements IoctlTarget, Disposable {
     return this.#container;
   }
   /** Devices opened through this group and not yet closed. */
-  get devices(): ReadonlySet<VfioDevice> {
+  get devices(): ReadonlySet<VfioDevice<VfioGroup>> {
     return this.#devices;
   }
   get closed(): boolean {
@@ -92,12 +92,12 @@ export class VfioGroup implements IoctlTarget, Disposable {
    * Opens the device `name` (its PCI address or mdev UUID) in this group.
    * The group must be in a container whose IOMMU is set.
    */
-  openDevice(name: string): VfioDevice {
+  openDevice(name: string): VfioDevice<VfioGroup> {
     this.#open();
     const arg = new TextEncoder().encode(`${name}\0`);
     // Errors name the device asked for, not just the group.
     const fd = ioctl({ sys: this.sys, fd: this.fd, kind: 'group', label: `${name} (${this.label})` }, VFIO_GROUP_GET_DEVICE_FD, arg);
-    const device = new VfioDevice(this, name, fd, (d) => this.#devices.delete(d));
+    const device = new VfioDevice<VfioGroup>(this.sys, this, name, fd, (d) => this.#devices.delete(d));
     this.#devices.add(device);
     return device;
   }

@@ -2,10 +2,13 @@
  * A VFIO device opened through its cdev (`/dev/vfio/devices/vfioN`) and
  * bound to an iommufd, as QEMU's iommufd backend does: BIND_IOMMUFD gives the
  * device id that HWPT allocation and GET_HW_INFO take, and
- * ATTACH/DETACH_IOMMUFD_PT move the device's DMA between page tables.
+ * ATTACH/DETACH_IOMMUFD_PT move the device's DMA between page tables. Once
+ * bound, the cdev fd is a device fd like a group's: {@link IommufdDevice.device}
+ * is the {@link VfioDevice} over it (regions, IRQs, features, migration).
  */
 import { DeviceNotFoundError, VfioClosedError } from '../errors.js';
 import { O_CLOEXEC, O_RDWR, type Sys } from '../sys/sys.js';
+import { VfioDevice } from './device.js';
 import { ioctl, syscall, type IoctlTarget } from './ioctl.js';
 import type { Iommufd } from './iommufd.js';
 import { VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_DETACH_IOMMUFD_PT } from './uapi/ioctls.js';
@@ -27,6 +30,8 @@ export class IommufdDevice implements IoctlTarget, Disposable {
   /** The device id in the iommufd (`out_devid`). */
   readonly devId: number;
   #closed = false;
+  /** The device over the cdev, once asked for: it then owns the fd. */
+  #device: VfioDevice<null> | undefined;
 
   private constructor(
     readonly sys: Sys,
@@ -56,6 +61,28 @@ export class IommufdDevice implements IoctlTarget, Disposable {
     return this.#closed;
   }
 
+  /**
+   * The {@link VfioDevice} over the bound cdev, made on first use (its
+   * `VFIO_DEVICE_GET_INFO` is the first device ioctl, as in QEMU after the
+   * attach). It shares this binding's fd: closing either closes both, and if
+   * GET_INFO fails the cdev is closed too.
+   */
+  get device(): VfioDevice<null> {
+    this.#open();
+    if (this.#device === undefined) {
+      try {
+        this.#device = new VfioDevice(this.sys, null, this.label, this.fd, () => {
+          this.#closed = true;
+        });
+      } catch (e) {
+        // The device took the fd and closed it.
+        this.#closed = true;
+        throw e;
+      }
+    }
+    return this.#device;
+  }
+
   /** `VFIO_DEVICE_ATTACH_IOMMUFD_PT` to a HWPT or an IOAS id; returns the HWPT the kernel attached (for an IOAS, one it found or made). */
   attach(ptId: number): number {
     this.#open();
@@ -70,11 +97,12 @@ export class IommufdDevice implements IoctlTarget, Disposable {
     ioctl(this, VFIO_DEVICE_DETACH_IOMMUFD_PT, encode(vfio_device_detach_iommufd_pt, { argsz: vfio_device_detach_iommufd_pt.size, flags: 0 }));
   }
 
-  /** Closes the cdev: the kernel unbinds and closes the device. Idempotent. */
+  /** Closes the cdev (through its {@link device}, if made): the kernel unbinds and closes the device. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.sys.close(this.fd);
+    if (this.#device === undefined) this.sys.close(this.fd);
+    else this.#device.close();
   }
 
   [Symbol.dispose](): void {

@@ -6,6 +6,13 @@
  * Accesses that fall inside a mapped area go straight to the mapping; the
  * rest go through the kernel with pread/pwrite at `info.offset + offset`, as
  * QEMU does for trapped parts of a BAR.
+ *
+ * The mapped areas follow a layout that can change under a mapped region:
+ * {@link Region.refresh} re-reads the capabilities, and
+ * {@link Region.relayout} switches between the normal layout and the
+ * saving layout of vfio-ts's opt-in extension (`uapi/extensions.ts`). Both
+ * re-map in place: areas that stay are kept (their objects stay valid),
+ * areas that go are unmapped and their objects revoked, new ones are mapped.
  */
 import { UapiFormatError, VfioArgumentError, VfioClosedError } from '../errors.js';
 import { PROT_READ, PROT_WRITE } from '../sys/sys.js';
@@ -13,6 +20,7 @@ import { syscall, ioctl, type IoctlTarget } from './ioctl.js';
 import { MappedArea } from './mapped-area.js';
 import { queryWithCaps } from './uapi/caps.js';
 import { VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE } from './uapi/constants.js';
+import { decodeSavingLayout } from './uapi/extensions.js';
 import { decodeRegionInfo, type RegionInfo, type SparseArea } from './uapi/info.js';
 import { VFIO_DEVICE_GET_REGION_INFO } from './uapi/ioctls.js';
 import { dataView } from './uapi/layout.js';
@@ -32,9 +40,20 @@ export function queryRegionInfo(device: IoctlTarget, index: number): RegionInfo 
 /** Natural access widths in bytes. */
 export type AccessWidth = 1 | 2 | 4 | 8;
 
+/**
+ * Which layout a region's mappings follow: `'normal'` (SPARSE_MMAP, or the
+ * whole region) or `'saving'` (the saving layout, while the device is in a
+ * saving state; the normal one for a region without that capability).
+ */
+export type RegionLayoutMode = 'normal' | 'saving';
+
 export class Region {
   #info: RegionInfo;
+  #saving: readonly SparseArea[] | undefined;
+  #mode: RegionLayoutMode = 'normal';
   #areas: MappedArea[] = [];
+  /** Set by mmap() until unmap(): the mappings then follow every layout change, even through an empty layout. */
+  #mapped = false;
   #closed = false;
   /** The region's fd offset as a number when exact (fast path), else as a bigint. */
   #base: number | bigint;
@@ -46,6 +65,7 @@ export class Region {
     info: RegionInfo,
   ) {
     this.#info = info;
+    this.#saving = decodeSavingLayout(info);
     this.#base = exactOffset(info);
   }
 
@@ -73,13 +93,38 @@ export class Region {
     return this.#areas;
   }
 
+  /** True once {@link Region.close} ran. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** True between {@link Region.mmap} and {@link Region.unmap} (the areas may be empty in a saving layout). */
+  get mapped(): boolean {
+    return this.#mapped;
+  }
+
   /**
-   * The parts of the region that may be mmapped: the sparse areas when the
-   * region has a SPARSE_MMAP capability, else the whole region if it is
-   * mmap-able, else none.
+   * The areas that may stay mmapped while the device is in a saving state
+   * (vfio-ts's saving-layout capability); undefined for a region without one.
    */
-  mmapLayout(): readonly SparseArea[] {
+  get savingLayout(): readonly SparseArea[] | undefined {
+    return this.#saving;
+  }
+
+  /** The layout the mappings follow now. */
+  get layoutMode(): RegionLayoutMode {
+    return this.#mode;
+  }
+
+  /**
+   * The parts of the region that may be mmapped in `mode` (default: the
+   * current one). Normal: the sparse areas when the region has a SPARSE_MMAP
+   * capability, else the whole region if it is mmap-able, else none. Saving:
+   * the saving layout, or the normal one when the region has none.
+   */
+  mmapLayout(mode: RegionLayoutMode = this.#mode): readonly SparseArea[] {
     if (!this.mmappable) return [];
+    if (mode === 'saving' && this.#saving !== undefined) return this.#saving;
     return this.#info.sparse ?? [{ offset: 0, size: this.size }];
   }
 
@@ -127,17 +172,19 @@ export class Region {
   }
 
   /**
-   * Maps every mmap-able part of the region ({@link Region.mmapLayout}) and
-   * returns the areas. Idempotent while mapped.
-   * @throws VfioArgumentError when the region cannot be mmapped
+   * Maps every mmap-able part of the region in the current layout
+   * ({@link Region.mmapLayout}) and returns the areas. From then on the
+   * mappings follow {@link Region.refresh} and {@link Region.relayout}.
+   * Idempotent while mapped.
+   * @throws VfioArgumentError when the region cannot be mmapped at all
    */
   mmap(): readonly MappedArea[] {
     this.#open();
-    if (this.#areas.length > 0) return this.#areas;
-    const layout = this.mmapLayout();
-    if (layout.length === 0) throw new VfioArgumentError(`mmap region ${this.index}`, `region ${this.index} of ${this.device.label} is not mmap-able`);
+    if (this.#mapped) return this.#areas;
+    if (this.mmapLayout('normal').length === 0) throw new VfioArgumentError(`mmap region ${this.index}`, `region ${this.index} of ${this.device.label} is not mmap-able`);
+    this.#mapped = true;
     try {
-      for (const a of layout) this.#areas.push(this.#mapArea(a));
+      this.#apply();
     } catch (e) {
       this.unmap();
       throw e;
@@ -149,28 +196,43 @@ export class Region {
   unmap(): void {
     const areas = this.#areas;
     this.#areas = [];
+    this.#mapped = false;
     for (const a of areas) a.unmap();
   }
 
   /**
    * Re-reads the region info (its capabilities may have changed) and, if the
-   * region is mapped, re-maps in place: areas that are gone are unmapped (and
-   * their objects revoked), new ones are mapped, unchanged ones are kept.
+   * region is mapped, re-maps in place in the current layout mode: areas that
+   * are gone are unmapped (and their objects revoked), new ones are mapped,
+   * unchanged ones are kept.
    * @returns the new info
+   * @throws UapiFormatError for a malformed reply; the mappings are then unchanged
+   * @throws VfioSystemError when an mmap fails; the areas mapped so far stay mapped, the rest goes through pread/pwrite
    */
   refresh(): RegionInfo {
     this.#open();
     const info = queryRegionInfo(this.device, this.index);
-    const mapped = this.#areas.length > 0;
+    const saving = decodeSavingLayout(info);
     this.#info = info;
+    this.#saving = saving;
     this.#base = exactOffset(info);
-    if (!mapped) return info;
-    const want = this.mmapLayout();
-    const keep = this.#areas.filter((a) => want.some((w) => w.offset === a.offset && w.size === a.size));
-    for (const a of this.#areas) if (!keep.includes(a)) a.unmap();
-    const added = want.filter((w) => !keep.some((a) => a.offset === w.offset && a.size === w.size)).map((w) => this.#mapArea(w));
-    this.#areas = [...keep, ...added].sort((x, y) => x.offset - y.offset);
+    this.#apply();
     return info;
+  }
+
+  /**
+   * Switches the mappings to the layout of `mode` (see {@link RegionLayoutMode})
+   * and re-maps in place, synchronously: when this returns, no mapping
+   * outside the new layout is left, and accesses there go through
+   * pread/pwrite. An unmapped region only records the mode: a later
+   * {@link Region.mmap} follows it.
+   * @throws VfioSystemError when an mmap fails (the narrowing part always
+   *   happens first, so the areas left mapped are within the new layout)
+   */
+  relayout(mode: RegionLayoutMode): void {
+    this.#open();
+    this.#mode = mode;
+    this.#apply();
   }
 
   /** Unmaps the region; the object is unusable afterwards. Idempotent. */
@@ -178,6 +240,26 @@ export class Region {
     if (this.#closed) return;
     this.#closed = true;
     this.unmap();
+  }
+
+  /**
+   * Makes the mapped areas match {@link Region.mmapLayout} when the region
+   * is mapped: unmaps what the layout no longer has first (so a failure
+   * later never leaves a forbidden mapping), keeps what it still has, maps
+   * what is new. An area counts as the same only with the same offset and size.
+   */
+  #apply(): void {
+    if (!this.#mapped) return;
+    const want = this.mmapLayout();
+    const same = (a: MappedArea, w: SparseArea): boolean => a.offset === w.offset && a.size === w.size;
+    const keep = this.#areas.filter((a) => want.some((w) => same(a, w)));
+    const gone = this.#areas.filter((a) => !keep.includes(a));
+    this.#areas = keep;
+    for (const a of gone) a.unmap();
+    for (const w of want) {
+      if (keep.some((a) => same(a, w))) continue;
+      this.#areas = [...this.#areas, this.#mapArea(w)].sort((x, y) => x.offset - y.offset);
+    }
   }
 
   #mapArea(a: SparseArea): MappedArea {

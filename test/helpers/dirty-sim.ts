@@ -38,8 +38,9 @@ export interface DmaSetup extends Disposable {
   /** Bitmap pages: up to the end of RAM. */
   readonly bitmapPages: number;
   readonly trackerOptions: DirtyTrackerOptions;
-  /** The VFIO device (type1 scenarios). */
-  readonly device: VfioDevice | null;
+  /** The VFIO device: opened through its group, or (iommufd) through its cdev. */
+  readonly device: VfioDevice;
+  /** The type1 container (null for iommufd). */
   readonly container: VfioContainer | null;
 }
 
@@ -75,7 +76,7 @@ export function dmaSetup(scenario: Scenario, options: DmaSetupOptions = {}): Dma
     ioas.map({ iova: RAM_IOVA, buffer: ram });
     return {
       ...base,
-      device: null,
+      device: idev.device,
       container: null,
       trackerOptions: { iommufd: { ioas, hwpts: [hwpt] } },
       [Symbol.dispose]: () => {

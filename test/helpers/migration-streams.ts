@@ -16,12 +16,15 @@ import {
   QEMU_VM_SECTION_START,
   type SavevmRecord,
 } from '../../lib/migration/sections.js';
+import { StreamFormatError } from '../../lib/errors.js';
 import {
   encodeDevConfigState,
   encodeDataState,
   encodeEndOfState,
   encodeInitDataSent,
   encodeSetupState,
+  VfioStreamParser,
+  type VfioParserOptions,
   type VfioRecord,
 } from '../../lib/migration/stream.js';
 
@@ -131,8 +134,8 @@ export function typicalStream(options: { fileHeader?: boolean; sectionId?: numbe
 /** A VFIO record with data fragments merged: comparable across different input splits. */
 export type NormalRecord =
   | { readonly kind: 'data'; readonly offset: number; readonly hex: string }
-  | { readonly kind: 'config'; readonly offset: number; readonly hex: string }
-  | { readonly kind: Exclude<VfioRecord['kind'], 'data' | 'config'>; readonly offset: number; readonly size?: number };
+  | { readonly kind: 'config' | 'config-early'; readonly offset: number; readonly hex: string }
+  | { readonly kind: Exclude<VfioRecord['kind'], 'data' | 'config' | 'config-early'>; readonly offset: number; readonly size?: number };
 
 /** Merges consecutive data fragments and turns bytes into hex. */
 export function normalizeVfio(records: readonly VfioRecord[]): NormalRecord[] {
@@ -143,8 +146,8 @@ export function normalizeVfio(records: readonly VfioRecord[]): NormalRecord[] {
       const hex = Buffer.from(r.bytes).toString('hex');
       if (last?.kind === 'data') out[out.length - 1] = { kind: 'data', offset: last.offset, hex: last.hex + hex };
       else out.push({ kind: 'data', offset: r.offset, hex });
-    } else if (r.kind === 'config') {
-      out.push({ kind: 'config', offset: r.offset, hex: Buffer.from(r.bytes).toString('hex') });
+    } else if (r.kind === 'config' || r.kind === 'config-early') {
+      out.push({ kind: r.kind, offset: r.offset, hex: Buffer.from(r.bytes).toString('hex') });
     } else if (r.kind === 'data-begin') {
       out.push({ kind: r.kind, offset: r.offset, size: r.size });
     } else {
@@ -152,6 +155,42 @@ export function normalizeVfio(records: readonly VfioRecord[]): NormalRecord[] {
     }
   }
   return out;
+}
+
+/** Parses a VFIO-only stream pushed in the given chunks, then ends the input. */
+export function parseVfio(chunks: readonly Uint8Array[], options: VfioParserOptions = { configStateSize: CONFIG_SIZE }): VfioRecord[] {
+  const p = new VfioStreamParser(options);
+  const out: VfioRecord[] = [];
+  for (const c of chunks) out.push(...p.push(c));
+  p.end();
+  return out;
+}
+
+/** The StreamFormatError that parsing `bytes` (in one chunk) raises. */
+export function vfioFormatError(bytes: Uint8Array, options?: VfioParserOptions): StreamFormatError {
+  try {
+    parseVfio([bytes], options);
+  } catch (err) {
+    if (err instanceof StreamFormatError) return err;
+    throw err;
+  }
+  throw new Error('expected a StreamFormatError');
+}
+
+/**
+ * Where splitting `bytes` changes what the parser reads: each two-way cut
+ * whose records differ from parsing it whole, and -1 if pushing it byte by
+ * byte does. Empty when the parser is split-proof on this input.
+ */
+export function disagreeingSplits(bytes: Uint8Array, options?: VfioParserOptions): number[] {
+  const whole = JSON.stringify(normalizeVfio(parseVfio([bytes], options)));
+  const bad: number[] = [];
+  for (let k = 0; k <= bytes.length; k++) {
+    if (JSON.stringify(normalizeVfio(parseVfio([bytes.subarray(0, k), bytes.subarray(k)], options))) !== whole) bad.push(k);
+  }
+  const bytewise = Array.from(bytes, (_, i) => bytes.subarray(i, i + 1));
+  if (JSON.stringify(normalizeVfio(parseVfio(bytewise, options))) !== whole) bad.push(-1);
+  return bad;
 }
 
 /** A savevm record in comparable form (VFIO records normalised, with their section id). */

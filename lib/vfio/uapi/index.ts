@@ -8,4 +8,5 @@ export * from './info.js';
 export * from './irq-set.js';
 export * from './feature.js';
 export * from './post612.js';
+export * from './extensions.js';
 export * as iommufd from './iommufd.js';
