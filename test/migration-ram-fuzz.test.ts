@@ -114,6 +114,16 @@ const RAM_MUTATIONS: readonly SectionMutation[] = [
     },
   ],
   [
+    // A be64 alone before a page: mostly MULTIFD_FLUSH, which must be skipped.
+    'ram-insert-record',
+    (s, rng) => {
+      const at = pick(rng, ramOffsets(s).pages);
+      const record = new Uint8Array(8);
+      new DataView(record.buffer).setBigUint64(0, pick(rng, [0x200n, 0x200n, 0x220n, 0x1200n, 0x10n, 0x02n]));
+      return concatBytes([s.bytes.subarray(0, at), record, s.bytes.subarray(at)]);
+    },
+  ],
+  [
     'ram-sizes',
     (s, rng) => {
       const at = pick(rng, ramOffsets(s).memSize);

@@ -118,7 +118,7 @@ function normalize(records: readonly SavevmRecord<RamRecord>[]): string[] {
       const last = out.length - 1;
       out[last] = `${out[last] ?? ''}${toHex(c.bytes)}`;
     } else if (c.kind === 'page') out.push(`@${c.offset} page ${c.block}:${c.at} `);
-    else if (c.kind === 'zero') out.push(`@${c.offset} zero ${c.block}:${c.at} fill ${c.fill}`);
+    else if (c.kind === 'zero') out.push(`@${c.offset} zero ${c.block}:${c.at}`);
     else if (c.kind === 'mem-size') out.push(`@${c.offset} mem-size ${c.total} [${c.blocks.join(',')}]`);
     else out.push(`@${c.offset} eos`);
   }
@@ -160,12 +160,12 @@ t.test('the stream loads the destination RAM byte for byte', async (t) => {
     '@25 mem-size 16384 [0,1]',
     '@65 eos',
     '@126 page 0:0',
-    '@4237 zero 0:4096 fill 0',
+    '@4237 zero 0:4096',
     '@4246 page 0:8192',
     '@8350 page 1:0',
     '@12463 eos',
     '@12535 page 0:4096',
-    '@16646 zero 1:0 fill 0',
+    '@16646 zero 1:0',
     '@16664 eos',
     '@16682 page 1:0',
     '@20786 eos',
@@ -212,7 +212,11 @@ t.test('parser errors are StreamFormatErrors that say what is wrong', async (t) 
     ['XBZRLE', err('0000000000000040'), { message: /RAM_SAVE_FLAG_XBZRLE \(the xbzrle capability\) is not supported/ }],
     ['a compressed page', err('0000000000000100'), { message: /COMPRESS_PAGE .* is not supported/ }],
     ['RDMA', err('0000000000000080'), { message: /RAM_SAVE_FLAG_HOOK \(RDMA\) is not supported/ }],
-    ['multifd', err('0000000000000200'), { message: /MULTIFD_FLUSH \(multifd\) is not supported/ }],
+    ['MULTIFD_FLUSH | CONTINUE', err('0000000000000220'), { message: /CONTINUE on a record that is not a page/ }],
+    ['MULTIFD_FLUSH with an address', err('0000000000001200'), { message: /RAM_SAVE_FLAG_MULTIFD_FLUSH carries 0x1000/ }],
+    ['a zero page filled with 7', err('0000000000000002', PC_RAM, '07'), { offset: 115, message: /a zero page filled with 0x7: only 0 is valid/ }],
+    ['an idstr that is not UTF-8', err('0000000000000008', '02 c328'), { offset: 108, message: /unknown RAM block: its idstr \(c328\) is not UTF-8/ }],
+    ['an idstr with a byte order mark', err('0000000000000008', '09 efbbbf', PC_RAM.slice(2)), { offset: 108, message: /unknown RAM block "\ufeffpc.ram"/ }],
     ['the obsolete FULL', err('0000000000000001'), { message: /RAM_SAVE_FLAG_FULL/ }],
     ['PAGE | ZERO', err('000000000000000a'), { message: /unknown combination of RAM flags 0xa/ }],
     ['no flag', err('0000000000001000'), { message: /unknown combination of RAM flags 0x0/ }],
@@ -232,7 +236,49 @@ t.test('parser errors are StreamFormatErrors that say what is wrong', async (t) 
   t.match(thrown(() => loader.sectionParser(header, 8)), { offset: 8, message: /"ram" instance 0 version 3: instance 0 version 4 expected/ });
   t.match(thrown(() => loader.sectionParser({ ...header, instanceId: 1, versionId: 4 }, 8)), { message: /instance 1/ });
   t.equal(loader.sectionParser({ ...header, idstr: 'dev/vfio' }, 8), undefined, 'other sections are not RAM');
-  t.throws(() => loader.loadRecord({ kind: 'zero', offset: 0, block: 7, at: 0, fill: 0 }), VfioArgumentError, 'a record of another RAM');
+  t.throws(() => loader.loadRecord({ kind: 'zero', offset: 0, block: 7, at: 0 }), VfioArgumentError, 'a record of another RAM');
+});
+
+/** Feeds `hex` as the content of one "ram" section after another to a fresh loader of `ram`; returns the error, if any. */
+function loadSections(ram: GuestRam, ...sections: string[]): unknown {
+  const loader = new RamLoader(ram);
+  const p = loader.sectionParser({ type: 0x01, sectionId: 0, idstr: 'ram', instanceId: 0, versionId: 4 }, 0);
+  if (p === undefined) throw new Error('no RAM parser');
+  try {
+    for (const hex of sections) {
+      p.begin(0);
+      const bytes = bytesOf(hex);
+      if (p.feed(bytes, 0, (r) => loader.loadRecord(r)) !== bytes.length) throw new Error('the section ended early');
+      p.finish();
+    }
+    return undefined;
+  } catch (e) {
+    return e;
+  }
+}
+
+t.test('MULTIFD_FLUSH is skipped, as QEMU 8.1.0-8.1.2 send it without multifd', async (t) => {
+  // ram_save_setup, find_dirty_block (after each pass over RAM) and ram_save_complete
+  // before the fix d4f34485ca ("Non multifd migration don't care about multifd flushes").
+  const FLUSH = '0000000000000200';
+  const { ram: src } = smallRam();
+  const ram = blankRam();
+  const setup = hexOf('0000000000004004', PC_RAM, '0000000000003000', VGA_VRAM, '0000000000001000', FLUSH, EOS);
+  const iterate = hexOf('0000000000000008', PC_RAM, page(1), '0000000000002028', page(2), '0000000000000008', VGA_VRAM, page(3), FLUSH, '0000000000001002', PC_RAM, '00', EOS);
+  const complete = hexOf('0000000000001028', page(4), FLUSH, EOS);
+  t.equal(loadSections(ram, setup, iterate, complete), undefined, 'loads');
+  const want = contents(src);
+  want[0] = `${want[0]?.slice(0, 2 * PAGE) ?? ''}${page(4)}${want[0]?.slice(4 * PAGE) ?? ''}`;
+  t.same(contents(ram), want, 'CONTINUE after a flush still refers to the block named before it');
+});
+
+t.test('an idstr names a block only with its exact bytes', async (t) => {
+  const mem = (): Uint8Array => new Uint8Array(PAGE);
+  const ram = new GuestRam([{ name: '\ufffd', memory: mem(), iova: 0n }, { name: 'pc.ram', memory: mem(), iova: 0x10000n }]);
+  const list = hexOf('0000000000002004', '03 efbfbd 0000000000001000', PC_RAM, '0000000000001000');
+  t.equal(loadSections(ram, hexOf(list, '0000000000000008 03 efbfbd', page(1), EOS)), undefined, 'U+FFFD in UTF-8 names the block');
+  t.match(loadSections(ram, hexOf(list, '0000000000000008 01 ff', page(1), EOS)), { message: /its idstr \(ff\) is not UTF-8/ }, 'a byte that is not UTF-8 does not');
+  t.match(loadSections(ram, hexOf(list, '0000000000000008 09 efbbbf', PC_RAM.slice(2), page(1), EOS)), { message: /unknown RAM block "\ufeffpc.ram"/ }, 'nor does a byte order mark before a name');
 });
 
 t.test('geometry rules', async (t) => {
@@ -244,6 +290,9 @@ t.test('geometry rules', async (t) => {
     ['an empty name', () => new GuestRam([{ name: '', memory: mem, iova: 0n }]), /idstr "" is 0 bytes/],
     ['a name over 255 bytes', () => new GuestRam([{ name: 'é'.repeat(128), memory: mem, iova: 0n }]), /is 256 bytes/],
     ['two blocks of one name', () => new GuestRam([{ name: 'a', memory: mem, iova: 0n }, { name: 'a', memory: mem, iova: 0x10000n }]), /two RAM blocks are named "a"/],
+    // Both would go out as the idstr ef bf bd (U+FFFD).
+    ['a lone surrogate', () => new GuestRam([{ name: 'a\ud800', memory: mem, iova: 0n }, { name: 'a\udc00', memory: mem, iova: 0x10000n }]), /"a\\ud800" is not well-formed Unicode without NUL/],
+    ['a NUL, which ends a C string', () => new GuestRam([{ name: 'pc.ram\0x', memory: mem, iova: 0n }]), /"pc.ram\\u0000x" is not well-formed/],
     ['a size that is not whole pages', () => new GuestRam([{ name: 'a', memory: new Uint8Array(5000), iova: 0n }]), /5000 bytes: a positive multiple of 4096/],
     ['overlapping IOVAs', () => new GuestRam([{ name: 'a', memory: mem, iova: 0n }, { name: 'b', memory: mem, iova: 0x1000n }]), /overlaps/],
     ['a misaligned IOVA', () => new GuestRam([{ name: 'a', memory: mem, iova: 0x800n }]), /aligned/],

@@ -272,6 +272,36 @@ t.test('failures around the switch', async (t) => {
 
 });
 
+t.test('a driver opened on a device already saving: it narrows before the next saving state and restores on leaving', async (t) => {
+  using p = trapBarPair();
+  const dev = p.src.device;
+  const bar = dev.region(0);
+  bar.mmap();
+  const first = p.src.migration.driver;
+  first.setState(VFIO_DEVICE_STATE_PRE_COPY);
+  t.equal(bar.layoutMode, 'saving');
+
+  // A new driver (the first one's user closed it mid-migration and opened another): it switched nothing itself.
+  const leaving = MigrationFile.open(dev);
+  t.equal(leaving.state, VFIO_DEVICE_STATE_PRE_COPY);
+  leaving.setState(VFIO_DEVICE_STATE_RUNNING);
+  t.equal(bar.layoutMode, 'normal', 'leaving the saving states restores what the first driver narrowed');
+  t.equal(bar.areas.length, 2);
+
+  // Left in PRE_COPY with the region in its normal mode (a widening the device refused): STOP_COPY narrows it first.
+  leaving.setState(VFIO_DEVICE_STATE_PRE_COPY);
+  t.match(thrown(() => bar.relayout('normal')), { code: 'EINVAL' });
+  t.equal(bar.layoutMode, 'normal');
+  const entering = MigrationFile.open(dev);
+  entering.setState(VFIO_DEVICE_STATE_STOP_COPY);
+  t.equal(bar.layoutMode, 'saving', 'PRE_COPY -> STOP_COPY switched the region');
+  entering.setState(VFIO_DEVICE_STATE_STOP);
+  t.equal(bar.layoutMode, 'normal');
+  t.equal(bar.areas.length, 2, 'and STOP_COPY -> STOP maps the state area again');
+  entering.close();
+  leaving.close();
+});
+
 t.test('the handshake: a device that needs the remap IRQ refuses saving until it is enabled', async (t) => {
   using p = trapBarPair({ requireRemapIrq: true });
   const dev = p.src.device;

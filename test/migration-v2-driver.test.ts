@@ -183,6 +183,14 @@ t.test('closing during a read: the fd outlives the read in flight', async (t) =>
   t.throws(() => d2.driver.closeSession(), { code: 'EIO', op: 'close migration data fd' });
   t.notOk(d2.driver.hasSession);
   t.equal(migrationFds(d2.kernel), 0, 'the fd is gone anyway');
+  // A reset whose close fails still resets the device: recovery must not stop at the fd.
+  const d3 = mtty();
+  d3.driver.setState(VFIO_DEVICE_STATE_STOP_COPY);
+  d3.kernel.faults.inject({ syscall: 'close', fdKind: 'migration', nth: 1, errno: 'EIO' });
+  t.throws(() => d3.driver.reset(), { code: 'EIO', op: 'close migration data fd' });
+  t.equal(d3.driver.state, VFIO_DEVICE_STATE_RUNNING);
+  t.equal(d3.driver.queryState(), VFIO_DEVICE_STATE_RUNNING, 'the kernel says RUNNING: the reset went ahead');
+  t.equal(migrationFds(d3.kernel), 0);
 });
 
 t.test('a device without v2 migration', async (t) => {

@@ -189,6 +189,20 @@ t.test('load refuses what QEMU refuses, and changes nothing then', async (t) => 
   t.equal((thrown(() => dst.pci.loadConfig(barType)) as ConfigSpaceError).offset, 0x20, 'a BAR\'s type bits');
   t.match(thrown(() => dst.pci.loadConfig(bytes.subarray(0, 100))), { code: 'ERR_VFIO_CONFIG_SPACE', message: /truncated/ });
   t.match(thrown(() => dst.pci.loadConfig(new Uint8Array([...bytes, 0]))), { message: /1 bytes follow the config state/ });
+  t.match(thrown(() => dst.pci.loadConfig(bytes.subarray(0, bytes.byteLength - 1))), { code: 'ERR_VFIO_CONFIG_SPACE', message: /the MSI-X PBA needs 2 bytes, 1 remain/ });
+  const tableSize = bytes.slice();
+  tableSize[4 + 0x72] = 0x10;
+  t.match(thrown(() => dst.pci.loadConfig(tableSize)), { code: 'ERR_VFIO_CONFIG_SPACE', offset: 4 + 0x72, message: /MSI-X with 17 entries but the layout says 16/ }, 'msix_load reads the destination\'s table size');
+  const msi = dst.pci.msi;
+  if (msi === undefined) throw new Error('the test function has MSI');
+  const tooMany = bytes.slice();
+  const mme = Math.log2(msi.vectorsCapable) + 1;
+  tooMany[4 + msi.offset + 2] = ((tooMany[4 + msi.offset + 2] ?? 0) & ~0x70) | (mme << 4) | 0x01;
+  t.match(
+    thrown(() => dst.pci.loadConfig(tooMany)),
+    { code: 'ERR_VFIO_CONFIG_SPACE', offset: msi.offset + 2, message: new RegExp(`MSI enables ${2 ** mme} vectors but the device has ${msi.vectorsCapable}`) },
+    'more MSI vectors enabled than the device has',
+  );
   const edu = pciOf(openEdu(t));
   t.match(thrown(() => edu.pci.loadConfig(bytes)), { code: 'ERR_VFIO_CONFIG_SPACE' }, 'another device\'s layout');
   t.same(dst.pci.saveConfig(), before, 'refused loads changed nothing');
@@ -198,6 +212,28 @@ t.test('load refuses what QEMU refuses, and changes nothing then', async (t) => 
   writable[4 + 0x6c] = 0x77;
   t.doesNotThrow(() => dst.pci.loadConfig(writable), 'the interrupt line and bytes no capability claims are writable');
   t.equal(dst.pci.qemuConfig()[0x6c], 0x77);
+});
+
+t.test('load accepts what QEMU accepts: subsystem ids and version_id 0..2', async (t) => {
+  const src = pciOf(openEdu(t));
+  programEdu(src.pci);
+  const bytes = src.pci.saveConfig();
+  // pci_init_cmask checks neither subsystem id: an OEM variant of the same function loads under QEMU.
+  const oem = bytes.slice();
+  oem[4 + 0x2e] ^= 0x01;
+  const dst = pciOf(openEdu(t));
+  t.doesNotThrow(() => dst.pci.loadConfig(oem));
+  t.equal(dst.pci.qemuConfig()[0x2e], oem[4 + 0x2e], 'get_pci_config_device copies the whole image');
+  t.equal(dst.pci.readConfig(0x2e, 1), 0x00, 'the guest still reads the device\'s own id: QEMU does not emulate it');
+  const old = bytes.slice();
+  old[3] = 1;
+  t.doesNotThrow(() => pciOf(openEdu(t)).pci.loadConfig(old), 'get_int32_le takes any version up to 2');
+  const next = bytes.slice();
+  next[3] = 3;
+  const fresh = pciOf(openEdu(t));
+  const before = fresh.pci.saveConfig();
+  t.match(thrown(() => fresh.pci.loadConfig(next)), { code: 'ERR_VFIO_CONFIG_SPACE', offset: 0, message: /version_id 3 is not 0..2/ });
+  t.same(fresh.pci.saveConfig(), before, 'and a refused version changes nothing');
 });
 
 t.test('a closed gate holds every interrupt back; opening it wires what the guest enabled', async (t) => {

@@ -8,6 +8,7 @@
 import t from 'tap';
 import { MappingRevokedError, VfioArgumentError, VfioClosedError } from '../lib/errors.js';
 import { thrown } from './helpers/expect.js';
+import { nextMunmapFails } from './helpers/failing-munmap.js';
 import { STATE_SIZE, trapBarPair } from './helpers/sim-trap-bar.js';
 
 const PAGE = 4096;
@@ -111,4 +112,44 @@ t.test('a failed mmap while widening: the areas mapped so far stay, the next rel
   bar.relayout('normal');
   t.equal(bar.areas.length, 2);
   t.equal(p.src.sim.barMappings, 2);
+});
+
+t.test('a munmap that fails: the other areas are unmapped all the same, and every area is revoked', async (t) => {
+  using p = trapBarPair();
+  const bar = p.src.device.region(0);
+  t.teardown(nextMunmapFails(p.kernel));
+  const [state, doorbell] = bar.mmap();
+  if (state === undefined || doorbell === undefined) throw new Error('two areas');
+  t.equal(p.src.sim.barMappings, 2);
+  t.match(thrown(() => bar.unmap()), { code: 'EIO', syscall: 'munmap' }, 'the failure is reported');
+  t.notOk(bar.mapped);
+  t.same(bar.areas, []);
+  t.type(thrown(() => state.read32(0)), MappingRevokedError, 'the area whose munmap failed is revoked');
+  t.type(thrown(() => doorbell.read32(0)), MappingRevokedError, 'the area after it is revoked');
+  t.notOk(doorbell.mapped);
+  t.equal(p.src.sim.barMappings, 1, 'and unmapped: only the failed one is left');
+  bar.close();
+  bar.close();
+  t.ok(bar.closed, 'closing after the failure is fine, and idempotent');
+});
+
+t.test('a munmap that fails while narrowing: the rest of what the layout lost is unmapped too', async (t) => {
+  using p = trapBarPair();
+  const bar = p.src.device.region(0);
+  // Three areas, two of which the saving layout drops.
+  p.src.sim.setBarLayout([
+    { offset: 0, size: STATE_SIZE / 2 },
+    { offset: STATE_SIZE / 2, size: STATE_SIZE / 2 },
+    { offset: STATE_SIZE, size: PAGE },
+  ]);
+  bar.refresh();
+  t.teardown(nextMunmapFails(p.kernel));
+  const [low, high, doorbell] = bar.mmap();
+  if (low === undefined || high === undefined || doorbell === undefined) throw new Error('three areas');
+  t.match(thrown(() => bar.relayout('saving')), { code: 'EIO' });
+  t.same(bar.areas, [doorbell], 'only the saving layout is listed');
+  t.notOk(high.mapped, 'the second area that left the layout was unmapped');
+  t.type(thrown(() => high.read32(0)), MappingRevokedError);
+  t.type(thrown(() => low.read32(0)), MappingRevokedError);
+  t.equal(p.src.sim.barMappings, 2, 'the failed one and the doorbell');
 });

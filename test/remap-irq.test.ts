@@ -14,6 +14,7 @@ import { RemapIrq, queryIrqInfoExt } from '../lib/vfio/remap-irq.js';
 import { VFIO_DEVICE_GET_REGION_INFO, VFIO_DEVICE_SET_IRQS } from '../lib/vfio/uapi/ioctls.js';
 import { isRemapIrq } from '../lib/vfio/uapi/extensions.js';
 import { thrown } from './helpers/expect.js';
+import { nextMunmapFails } from './helpers/failing-munmap.js';
 import { MemorySink } from './helpers/migration-sim.js';
 import { STATE_SIZE, trapBarPair } from './helpers/sim-trap-bar.js';
 
@@ -175,6 +176,53 @@ t.test('bad signals: stray bits, a region that cannot be re-read', async (t) => 
   t.match(warnings[2], { code: 'EIO', op: 'VFIO_DEVICE_SET_IRQS' });
   t.equal(sim.remapIrq.acks, 2);
   t.ok(sim.remapIrq.masked, 'the device still waits for its ack');
+});
+
+t.test('a region that cannot be re-read and whose munmap fails too: both reported, then acked', async (t) => {
+  using p = trapBarPair();
+  const sim = p.src.sim;
+  const remap = RemapIrq.enable(p.src.device);
+  if (remap === undefined || sim.remapIrq === undefined) throw new Error('the device has a remap IRQ');
+  const warnings: VfioError[] = [];
+  remap.on('warning', (e) => warnings.push(e));
+  // The first area mapped (the state area) keeps its mapping when unmapped, as after a failed munmap(2).
+  nextMunmapFails(p.kernel);
+  const bar = p.src.device.region(0);
+  const [state, doorbell] = bar.mmap();
+
+  p.kernel.faults.inject({ syscall: 'ioctl', request: VFIO_DEVICE_GET_REGION_INFO, label: sim.name, nth: 1, errno: 'EIO' });
+  sim.setBarLayout([DOORBELL]);
+  t.same(await nextRemap(remap), [0], 'handled, not thrown into the event loop');
+  t.match(warnings, [{ code: 'EIO', op: 'VFIO_DEVICE_GET_REGION_INFO' }, { code: 'EIO', syscall: 'munmap' }]);
+  t.notOk(bar.mapped);
+  t.type(thrown(() => state?.read32(0)), MappingRevokedError);
+  t.type(thrown(() => doorbell?.read32(0)), MappingRevokedError, 'the other area was unmapped all the same');
+  t.equal(sim.remapIrq.acks, 1);
+});
+
+t.test('closed while handling a signal: the rest is not re-mapped, and nothing is acked', async (t) => {
+  using p = trapBarPair();
+  const sim = p.src.sim;
+  const remap = RemapIrq.enable(p.src.device);
+  if (remap === undefined || sim.remapIrq === undefined) throw new Error('the device has a remap IRQ');
+  const bar = p.src.device.region(0);
+  bar.mmap();
+  let remaps = 0;
+  remap.on('remap', () => remaps++);
+  // The stray bit's warning comes first; its listener closes the IRQ before region 0 is handled.
+  remap.on('warning', () => remap.close());
+  p.kernel.startTrace();
+  sim.remapIrq.raise((1n << 20n) | 1n);
+  await once(remap, 'close');
+  const ops = p.kernel
+    .stopTrace()
+    .filter((c) => c.syscall === 'ioctl')
+    .map((c) => c.op);
+  t.same(ops, ['VFIO_DEVICE_SET_IRQS'], 'the disable only: no re-read, no ack');
+  t.equal(sim.remapIrq.acks, 0);
+  t.notOk(sim.remapIrq.enabled);
+  t.equal(remaps, 0, 'no remap event for a signal left unhandled');
+  t.equal(bar.areas.length, 2, 'the mappings were not touched');
 });
 
 t.test('closing the device ends the remap IRQ', async (t) => {

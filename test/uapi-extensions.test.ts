@@ -86,6 +86,45 @@ t.test('the saving layout capability: the sparse-mmap body under its own id', as
   t.throws(() => decodeSavingLayout(truncated), /needs 32 bytes but only 24/, 'nr_areas larger than the capability');
 });
 
+t.test('the saving layout: areas mmap could not honour exactly are refused', async (t) => {
+  const normal = sparse([{ offset: 0, size: 0x8000 }]);
+  const bad: [{ offset: number; size: number }[], RegExp, string][] = [
+    [[{ offset: 0x1000, size: 0 }], /saving area 0 \[4096, \+0\) is empty/, 'an empty area'],
+    [[{ offset: 0x800, size: 0x1000 }], /saving area 0 \[2048, \+4096\) is not aligned to the 4096-byte page/, 'a misaligned start'],
+    [[{ offset: 0x1000, size: 0x800 }], /is not aligned/, 'an end inside a page (the rest of the page would be mapped)'],
+    [[{ offset: 0x2000, size: 0x2000 }, { offset: 0x1000, size: 0x2000 }], /saving area 0 \[8192, \+8192\) overlaps saving area 1/, 'overlapping, in any order'],
+    [[{ offset: 0x1000, size: 0x1000 }, { offset: 0x1000, size: 0x1000 }], /saving area 1 .* overlaps saving area 0/, 'the same area twice'],
+    [[{ offset: 0, size: 0x4000 }, { offset: 0x5000, size: 0x1000 }, { offset: 0x1000, size: 0x1000 }], /saving area 2 .* overlaps saving area 0/, 'inside an earlier, longer one'],
+  ];
+  for (const [areas, why, what] of bad) {
+    const info = regionWith([normal, saving(areas)]);
+    t.throws(() => decodeSavingLayout(info), UapiFormatError, what);
+    t.throws(() => decodeSavingLayout(info), why, what);
+  }
+  t.same(
+    decodeSavingLayout(regionWith([normal, saving([{ offset: 0x1000, size: 0x1000 }, { offset: 0x2000, size: 0x1000 }])])),
+    [
+      { offset: 0x1000, size: 0x1000 },
+      { offset: 0x2000, size: 0x1000 },
+    ],
+    'adjacent areas do not overlap',
+  );
+  // A BAR smaller than a page ends inside one: the kernel pads that page, so the region's end may be unaligned.
+  t.same(decodeSavingLayout(regionWith([saving([{ offset: 0, size: 0x100 }])], undefined, 0x100)), [{ offset: 0, size: 0x100 }]);
+  const on4k = regionWith([normal, saving([{ offset: 0x1000, size: 0x1000 }])]);
+  t.throws(() => decodeSavingLayout(on4k, 0x10000), /is not aligned to the 65536-byte page/, "aligned to the system's page size");
+});
+
+t.test('the saving layout: the largest reply the library accepts decodes in linear time', async (t) => {
+  // 1 MiB of argsz holds about 65 000 areas; split between the two capabilities, a pairwise check would make 1e9 comparisons.
+  const n = 32000;
+  const areas = Array.from({ length: n }, (_, i) => ({ offset: i * 0x1000, size: 0x1000 }));
+  const info = regionWith([sparse(areas), saving([...areas].reverse())], undefined, n * 0x1000);
+  const started = performance.now();
+  t.equal(decodeSavingLayout(info)?.length, n);
+  t.ok(performance.now() - started < 1000, `decoded in ${Math.round(performance.now() - started)} ms`);
+});
+
 /** The reply the simulated remap IRQ writes for a caller's argsz. */
 function irqReply(argsz: number, bufSize = Math.max(argsz, 16)): Uint8Array {
   const irq = new SimRemapIrq(5, { eventfdOf: (): SimEventFd => { throw new Error('unused'); }, acked: () => undefined });
@@ -144,6 +183,14 @@ t.test('the extended GET_IRQ_INFO reply: golden bytes and the argsz dance', asyn
   t.same(decoded.otherCaps.map((c) => c.id), [0xf0f0]);
   t.same(decoded.type, { type: 2, subtype: 1 });
   t.notOk(isRemapIrq(decoded));
+  // A type capability of another version may have another layout: it is kept raw, and the IRQ is no remap IRQ.
+  const v2 = other.slice();
+  dataView(v2).setUint16(24 + 16 + 2, 2, true);
+  dataView(v2).setUint32(24 + 16 + 8, 1, true);
+  const decodedV2 = decodeIrqInfoExt(v2);
+  t.equal(decodedV2.type, undefined);
+  t.same(decodedV2.otherCaps.map((c) => [c.id, c.version]), [[0xf0f0, 1], [VFIO_TS_IRQ_INFO_CAP_TYPE, 2]]);
+  t.notOk(isRemapIrq(decodedV2));
   const loop = other.slice();
   dataView(loop).setUint32(16, 8, true);
   t.throws(() => decodeIrqInfoExt(loop), /points into the fixed struct \(size 24\)/);

@@ -118,7 +118,7 @@ export function pciConfigState(device: VfioDevice): ConfigStateProvider {
     save: () => encodeConfigState({ versionId: PCI_DEVICE_VMSTATE_VERSION, config: image(), irqState: new Array<number>(PCI_NUM_PINS).fill(0), msix: undefined }),
     load: (bytes) => {
       const { state } = decodeConfigState(bytes, layout);
-      checkReadOnlyBits(state.config, image(), { barSizes });
+      checkReadOnlyBits(state.config, image(), { barSizes, subsystemIds: false });
       config.write16(PCI_COMMAND, new DataView(state.config.buffer, state.config.byteOffset).getUint16(PCI_COMMAND, true));
     },
   };

@@ -10,7 +10,7 @@
  * pages, each `be64 (offset | PAGE [| CONTINUE])`, the block's `u8 len,
  * idstr` unless CONTINUE (same block as the page before), the page; or a
  * zero page, `be64 (offset | ZERO [| CONTINUE])`, [idstr], one fill byte;
- * then `be64 EOS`.
+ * then `be64 EOS`. A `be64 MULTIFD_FLUSH` may stand between records.
  */
 import { VfioArgumentError } from '../errors.js';
 
@@ -21,7 +21,7 @@ export const RAM_SECTION_VERSION = 4;
 
 /** Obsolete since 2009; never sent. */
 export const RAM_SAVE_FLAG_FULL = 0x01;
-/** A page filled with one byte (QEMU only sends zero-filled ones): one fill byte follows. */
+/** A zero page: one fill byte follows, 0 (QEMU 8.2 and later refuse any other; none sends one). */
 export const RAM_SAVE_FLAG_ZERO = 0x02;
 /** The RAMBlock list (setup): the upper bits are the total RAM size. */
 export const RAM_SAVE_FLAG_MEM_SIZE = 0x04;
@@ -37,7 +37,12 @@ export const RAM_SAVE_FLAG_XBZRLE = 0x40;
 export const RAM_SAVE_FLAG_HOOK = 0x80;
 /** A zlib-compressed page (the `compress` capability, removed in QEMU 9.1; not supported here). */
 export const RAM_SAVE_FLAG_COMPRESS_PAGE = 0x100;
-/** A multifd sync point (multifd only; not supported here). */
+/**
+ * A multifd sync point, `be64 MULTIFD_FLUSH` alone. Without multifd QEMU's
+ * loader takes it as a no-op, and QEMU 8.1.0 to 8.1.2 send it without
+ * multifd too (at setup, after each pass over RAM and at the end, with 8.1
+ * machine types), so the parser skips it.
+ */
 export const RAM_SAVE_FLAG_MULTIFD_FLUSH = 0x200;
 
 /** The smallest page size: QEMU's flags go up to 0x200, so they need pages of at least 1 KiB. */
@@ -66,7 +71,9 @@ export type CheckedRamBlock<B extends RamBlockInfo = RamBlockInfo> = B & {
  * Checks a RAM geometry: the page size is a power of two in [1 KiB, 64 KiB];
  * there are 1 to {@link MAX_RAM_BLOCKS} blocks with distinct idstrs of 1 to
  * 255 UTF-8 bytes, each a positive multiple of the page size; the total is a
- * safe integer.
+ * safe integer. An idstr must be well-formed Unicode without NUL: a lone
+ * surrogate encodes as U+FFFD (two names would share one idstr on the wire,
+ * and a block would not match its own), and QEMU's idstrs are C strings.
  * @returns the blocks, each with its encoded idstr
  * @throws VfioArgumentError naming the first broken rule
  */
@@ -76,9 +83,14 @@ export function checkRamGeometry<B extends RamBlockInfo>(op: string, pageSize: n
   }
   if (blocks.length === 0 || blocks.length > MAX_RAM_BLOCKS) throw new VfioArgumentError(op, `${blocks.length} RAM blocks: 1 to ${MAX_RAM_BLOCKS} expected`);
   const names = new Set<string>();
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
   let total = 0;
   return blocks.map((b) => {
-    const idstrBytes = new TextEncoder().encode(b.idstr);
+    const idstrBytes = encoder.encode(b.idstr);
+    if (b.idstr.includes('\0') || decoder.decode(idstrBytes) !== b.idstr) {
+      throw new VfioArgumentError(op, `RAM block idstr ${JSON.stringify(b.idstr)} is not well-formed Unicode without NUL`);
+    }
     if (idstrBytes.length === 0 || idstrBytes.length > MAX_RAM_IDSTR_BYTES) {
       throw new VfioArgumentError(op, `RAM block idstr ${JSON.stringify(b.idstr)} is ${idstrBytes.length} bytes: 1 to ${MAX_RAM_IDSTR_BYTES} expected`);
     }

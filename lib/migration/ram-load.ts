@@ -14,7 +14,7 @@ import type { FullSectionHeader } from './sections.js';
 export interface RamLoadStats {
   /** Whole pages written (RAM_SAVE_FLAG_PAGE). */
   readonly pages: number;
-  /** Pages filled (RAM_SAVE_FLAG_ZERO). */
+  /** Pages zeroed (RAM_SAVE_FLAG_ZERO). */
   readonly zeroPages: number;
   /** The block list arrived and matched this RAM. */
   readonly sizesMatched: boolean;
@@ -63,8 +63,8 @@ export class RamLoader {
         this.#block(record.block).bytes(record.at, record.bytes.byteLength).set(record.bytes);
         return;
       case 'zero':
-        // ram_handle_compressed: the whole page takes the fill byte.
-        this.#block(record.block).bytes(record.at, this.ram.pageSize).fill(record.fill);
+        // ram_handle_zero: the destination page may hold older content.
+        this.#block(record.block).bytes(record.at, this.ram.pageSize).fill(0);
         this.#zeroPages++;
         return;
       case 'eos':

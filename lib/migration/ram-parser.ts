@@ -3,8 +3,10 @@
  * `ram_load_precopy`'s grammar and stricter bounds: the destination's blocks
  * are known up front, so every idstr must name one, the MEM_SIZE list must
  * name each of them once with its exact length, and every page offset must
- * lie inside its block. Page payloads are handed on as views of the input
- * chunks (never buffered), so memory stays bounded whatever the RAM size.
+ * lie inside its block, every zero page's fill byte 0, every idstr exactly
+ * one block's bytes. A MULTIFD_FLUSH is skipped as QEMU's loader does without
+ * multifd. Page payloads are handed on as views of the input chunks (never
+ * buffered), so memory stays bounded whatever the RAM size.
  */
 import { StreamFormatError } from '../errors.js';
 import {
@@ -42,8 +44,8 @@ export type RamRecord =
   | { readonly kind: 'page'; readonly offset: number; readonly block: number; readonly at: number }
   /** A fragment of a page: a view of the pushed chunk, for bytes `[at, at + bytes.length)` of `block`. */
   | { readonly kind: 'page-data'; readonly offset: number; readonly block: number; readonly at: number; readonly bytes: Uint8Array }
-  /** A ZERO page: the page at `at` of `block` is `fill` throughout. */
-  | { readonly kind: 'zero'; readonly offset: number; readonly block: number; readonly at: number; readonly fill: number }
+  /** A ZERO page: the page at `at` of `block` is zero throughout. */
+  | { readonly kind: 'zero'; readonly offset: number; readonly block: number; readonly at: number }
   /** RAM_SAVE_FLAG_EOS: the section's RAM content is over. */
   | { readonly kind: 'eos'; readonly offset: number };
 
@@ -88,7 +90,13 @@ const UNSUPPORTED: ReadonlyMap<number, string> = new Map([
   [RAM_SAVE_FLAG_XBZRLE, 'RAM_SAVE_FLAG_XBZRLE (the xbzrle capability)'],
   [RAM_SAVE_FLAG_HOOK, 'RAM_SAVE_FLAG_HOOK (RDMA)'],
   [RAM_SAVE_FLAG_COMPRESS_PAGE, 'RAM_SAVE_FLAG_COMPRESS_PAGE (the compress capability)'],
-  [RAM_SAVE_FLAG_MULTIFD_FLUSH, 'RAM_SAVE_FLAG_MULTIFD_FLUSH (multifd)'],
+]);
+
+/** Records that are a be64 alone, for error messages. */
+const STANDALONE: ReadonlyMap<number, string> = new Map([
+  [RAM_SAVE_FLAG_MEM_SIZE, 'RAM_SAVE_FLAG_MEM_SIZE'],
+  [RAM_SAVE_FLAG_EOS, 'RAM_SAVE_FLAG_EOS'],
+  [RAM_SAVE_FLAG_MULTIFD_FLUSH, 'RAM_SAVE_FLAG_MULTIFD_FLUSH'],
 ]);
 
 const TRUNCATED_WHERE: Readonly<Record<Exclude<State['phase'], 'ended'>, string>> = {
@@ -115,7 +123,8 @@ export class RamSectionParser implements SectionContentParser<RamRecord> {
   readonly #total: number;
   readonly #mask: bigint;
   readonly #field = new FieldCollector(Math.max(8, MAX_RAM_IDSTR_BYTES));
-  readonly #decoder = new TextDecoder();
+  /** Fatal and BOM-keeping: the idstr's bytes map to one string, so only a block's exact bytes name it. */
+  readonly #decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   #state: State = { phase: 'ended' };
   #position = 0;
   #fieldOffset = 0;
@@ -201,15 +210,19 @@ export class RamSectionParser implements SectionContentParser<RamRecord> {
         return;
       }
       case 'idstr':
-        this.#onIdstr(state.use, this.#decoder.decode(field.bytes), this.#fieldOffset - 1, emit);
+        this.#onIdstr(state.use, this.#decodeIdstr(field.bytes, this.#fieldOffset - 1), this.#fieldOffset - 1, emit);
         return;
       case 'length':
         this.#onBlockLength(state.list, state.block, field.u64(0), emit);
         return;
-      case 'fill':
-        emit({ kind: 'zero', offset: state.offset, block: state.block, at: state.at, fill: field.u8(0) });
+      case 'fill': {
+        // ram_load_precopy (QEMU 8.2 and later): "Found a zero page with value %d".
+        const fill = field.u8(0);
+        if (fill !== 0) throw new StreamFormatError(`a zero page filled with 0x${fill.toString(16)}: only 0 is valid`, this.#fieldOffset);
+        emit({ kind: 'zero', offset: state.offset, block: state.block, at: state.at });
         this.#expect({ phase: 'flags' }, 8);
         return;
+      }
     }
   }
 
@@ -220,14 +233,20 @@ export class RamSectionParser implements SectionContentParser<RamRecord> {
     const addr = value & ~this.#mask;
     const kind = flags & ~RAM_SAVE_FLAG_CONTINUE;
     const continued = (flags & RAM_SAVE_FLAG_CONTINUE) !== 0;
-    if ((kind === RAM_SAVE_FLAG_MEM_SIZE || kind === RAM_SAVE_FLAG_EOS) && continued) {
-      throw new StreamFormatError(`RAM_SAVE_FLAG_CONTINUE on a record that is not a page (flags 0x${flags.toString(16)})`, offset);
+    const standalone = STANDALONE.get(kind);
+    if (standalone !== undefined) {
+      if (continued) throw new StreamFormatError(`RAM_SAVE_FLAG_CONTINUE on a record that is not a page (flags 0x${flags.toString(16)})`, offset);
+      // QEMU ignores the upper bits of EOS and MULTIFD_FLUSH and always sends them clear.
+      if (kind !== RAM_SAVE_FLAG_MEM_SIZE && addr !== 0n) throw new StreamFormatError(`${standalone} carries 0x${addr.toString(16)} in its upper bits`, offset);
     }
     switch (kind) {
       case RAM_SAVE_FLAG_EOS:
-        if (addr !== 0n) throw new StreamFormatError(`RAM_SAVE_FLAG_EOS carries 0x${addr.toString(16)} in its upper bits`, offset);
         emit({ kind: 'eos', offset });
         this.#state = { phase: 'ended' };
+        return;
+      case RAM_SAVE_FLAG_MULTIFD_FLUSH:
+        // multifd_recv_sync_main() returns at once without multifd: nothing to do.
+        this.#expect({ phase: 'flags' }, 8);
         return;
       case RAM_SAVE_FLAG_MEM_SIZE:
         if (addr !== BigInt(this.#total)) {
@@ -251,6 +270,19 @@ export class RamSectionParser implements SectionContentParser<RamRecord> {
         const name = UNSUPPORTED.get(kind);
         throw new StreamFormatError(name === undefined ? `unknown combination of RAM flags 0x${flags.toString(16)}` : `${name} is not supported`, offset);
       }
+    }
+  }
+
+  /**
+   * An idstr's bytes as a string; bytes that are not UTF-8 name no block.
+   * @throws StreamFormatError for bytes that are not UTF-8
+   */
+  #decodeIdstr(bytes: Uint8Array, offset: number): string {
+    try {
+      return this.#decoder.decode(bytes);
+    } catch (e) {
+      if (!(e instanceof TypeError)) throw e;
+      throw new StreamFormatError(`unknown RAM block: its idstr (${Buffer.from(bytes).toString('hex')}) is not UTF-8`, offset);
     }
   }
 

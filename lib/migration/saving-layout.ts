@@ -45,7 +45,12 @@ export class SavingLayoutSwitch {
    * @throws VfioSystemError when the normal layout cannot be restored after a successful change (the device moved; the regions keep fewer mappings and the next change retries)
    */
   change(from: MigrationState, target: MigrationState, set: () => void, now: () => MigrationState): void {
-    if (isSavingState(target) && !isSavingState(from)) this.#enterSaving();
+    // Also between saving states: a driver opened on a device already saving (a driver closed mid-migration
+    // and opened again) has switched nothing yet. For regions already switched this makes no system call.
+    if (isSavingState(target)) this.#enterSaving(from);
+    // Leaving a saving state this switch never entered (it lists nothing): the regions a previous driver left
+    // narrowed come back too. A switch that entered lists every region already, so this costs it nothing.
+    else if (isSavingState(from) && this.#saving.length === 0) this.#adopt();
     try {
       set();
     } catch (e) {
@@ -88,8 +93,9 @@ export class SavingLayoutSwitch {
    * The handshake, then every open region in its saving layout. Regions
    * without a saving layout are switched too (nothing changes for them), so
    * one that gains it through the remap IRQ while saving follows it at once.
+   * On failure the layout goes back to what `from`, where the device stays, allows.
    */
-  #enterSaving(): void {
+  #enterSaving(from: MigrationState): void {
     RemapIrq.enable(this.#device);
     const regions = this.#device.regions().filter((r) => !r.closed);
     try {
@@ -98,9 +104,27 @@ export class SavingLayoutSwitch {
         r.relayout('saving');
       }
     } catch (e) {
-      // The device has not moved: back to the normal layout, and the first error is the one reported.
-      quietly(() => this.#restore());
+      // The device has not moved: back to its layout (the normal one unless it is saving already), and the
+      // first error is the one reported.
+      quietly(() => this.settle(from));
       throw e;
+    }
+  }
+
+  /**
+   * Lists the open regions left in their saving layout, so leaving the saving
+   * states restores them. Never throws: a region whose info cannot be read was
+   * never opened, so it has nothing to restore, and leaving must not fail for it.
+   */
+  #adopt(): void {
+    for (let i = 0; i < this.#device.info.numRegions; i++) {
+      let r: Region;
+      try {
+        r = this.#device.region(i);
+      } catch {
+        continue;
+      }
+      if (!r.closed && r.layoutMode === 'saving' && !this.#saving.includes(r)) this.#saving.push(r);
     }
   }
 }

@@ -226,13 +226,21 @@ export class MigrationFile implements MigrationDriver {
   /**
    * `VFIO_DEVICE_RESET`; the device is RUNNING afterwards (§4.2), the session
    * is gone and the normal mmap layout is back.
+   * @throws VfioSystemError from closing the data fd, after the reset was still done
    */
   reset(): void {
     this.#open();
-    this.closeSession();
+    // A close(2) error still releases the fd, so the reset that recovers the device goes ahead; the errno follows.
+    let closeError: unknown;
+    try {
+      this.closeSession();
+    } catch (e) {
+      closeError = e;
+    }
     this.#device.reset();
     this.#state = VFIO_DEVICE_STATE_RUNNING;
     this.#layout.settle(this.#state);
+    if (closeError !== undefined) throw closeError;
   }
 
   close(): void {

@@ -6,6 +6,8 @@
  * the block read as 0 and ignore writes.
  */
 import { readLe, writeLe } from '../bytes.js';
+
+/** Bytes with QEMU's per-byte write and write-1-to-clear masks (see the module comment). */
 export class EmulatedRegisters {
   readonly #bytes: Uint8Array;
   readonly #wmask: Uint8Array;
@@ -27,6 +29,7 @@ export class EmulatedRegisters {
     return r;
   }
 
+  /** The block's length in bytes. */
   get size(): number {
     return this.#bytes.byteLength;
   }

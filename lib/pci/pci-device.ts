@@ -58,6 +58,7 @@ import {
   PCI_CFG_SPACE_SIZE,
   PCI_COMMAND,
   PCI_MSI_FLAGS,
+  PCI_MSI_FLAGS_QSIZE,
   PCI_STATUS,
   PCI_STATUS_INTERRUPT,
   PCI_STD_NUM_BARS,
@@ -263,12 +264,28 @@ export class VfioPciDevice extends Emitter implements Disposable {
       throw new ConfigSpaceError('VFIOPCIDevice vmstate', `${bytes.byteLength - byteLength} bytes follow the config state`, byteLength);
     }
     checkReadOnlyBitsWith(state.config, this.qemuConfig(), this.#masks);
+    this.#checkMsiVectors(state.config);
     this.#qemu.restore(state.config);
     for (const cap of [this.msi, this.msix]) cap?.restore(state.config.subarray(cap.offset, cap.offset + cap.size));
     if (this.msix !== undefined && state.msix !== undefined) this.msix.restoreTable(state.msix.table, state.msix.pba);
     this.config.write16(PCI_COMMAND, this.#qemu.getNumber(PCI_COMMAND, 2));
     this.#heldByConfig = options.interrupts === 'hold';
     this.#syncInterrupts(true);
+  }
+
+  /**
+   * Multiple Message Enable is guest-writable, so the read-only check passes
+   * an image that enables more MSI vectors than the device has; SET_IRQS would
+   * then fail after the image was applied, so it is refused before.
+   */
+  #checkMsiVectors(config: Uint8Array): void {
+    if (this.msi === undefined) return;
+    const at = this.msi.offset + PCI_MSI_FLAGS;
+    const flags = (config[at] ?? 0) | ((config[at + 1] ?? 0) << 8);
+    const enabled = 1 << ((flags & PCI_MSI_FLAGS_QSIZE) >> 4);
+    if (enabled > this.msi.vectorsCapable) {
+      throw new ConfigSpaceError('VFIOPCIDevice vmstate', `MSI enables ${enabled} vectors but the device has ${this.msi.vectorsCapable}`, at);
+    }
   }
 
   /** Ends a `'hold'` from {@link loadConfig}: the interrupts are wired now, or when the gate opens. */

@@ -116,8 +116,9 @@ export function qemuConfigSpace(input: QemuConfigInput): QemuConfigSpace {
   // vfio_pci_config_space_read: MIN(pci_config_size, config_size) bytes into the zeroed pdev->config.
   const host = new Uint8Array(size);
   host.set(input.kernelImage.subarray(0, size));
-  // The masks come from the device's own chain, before QEMU unlinks what it drops.
-  const masks = buildConfigMasks(host, { barSizes: input.barSizes, romSize: input.romSize });
+  // The masks come from the device's own chain, before QEMU unlinks what it drops; exactly
+  // QEMU's, so no subsystem-id check (pci_init_cmask has none): what QEMU loads, this loads.
+  const masks = buildConfigMasks(host, { barSizes: input.barSizes, romSize: input.romSize, subsystemIds: false });
   const image = host.slice();
   const emu = new Uint8Array(size);
 

@@ -19,7 +19,8 @@
  *   MSI through `msi_init` (hw/pci/msi.c: its own length, enable, multiple
  *   message enable, address, data and the mask bits of its vectors writable),
  *   MSI-X through `msix_init` (hw/pci/msix.c: 12 bytes, enable and function
- *   mask writable), PM through `pci_pm_init` (8 bytes, power state writable);
+ *   mask writable), PM through `pci_pm_init` (8 bytes, power state writable;
+ *   QEMU 10.0+: 8.x and 9.x register PM like any other id, all read-only);
  *   any other id over `vfio_std_cap_max_size` (up to the next capability or
  *   0x100). With `skip-vsc-check` (default on since QEMU 9.1) only the 3-byte
  *   header of a vendor-specific capability is checked.

@@ -65,7 +65,7 @@ export class Region {
     info: RegionInfo,
   ) {
     this.#info = info;
-    this.#saving = decodeSavingLayout(info);
+    this.#saving = decodeSavingLayout(info, device.sys.pageSize);
     this.#base = exactOffset(info);
   }
 
@@ -192,12 +192,15 @@ export class Region {
     return this.#areas;
   }
 
-  /** Unmaps every area; their objects raise MappingRevokedError from then on. Idempotent. */
+  /**
+   * Unmaps every area; their objects raise MappingRevokedError from then on. Idempotent.
+   * @throws VfioSystemError when a munmap fails, after every area was revoked and the others unmapped
+   */
   unmap(): void {
     const areas = this.#areas;
     this.#areas = [];
     this.#mapped = false;
-    for (const a of areas) a.unmap();
+    unmapAll(areas);
   }
 
   /**
@@ -207,12 +210,13 @@ export class Region {
    * unchanged ones are kept.
    * @returns the new info
    * @throws UapiFormatError for a malformed reply; the mappings are then unchanged
-   * @throws VfioSystemError when an mmap fails; the areas mapped so far stay mapped, the rest goes through pread/pwrite
+   * @throws VfioSystemError when an mmap fails; the areas mapped so far stay mapped, the rest goes through pread/pwrite.
+   *   Also when a munmap fails, after every area that left the layout was revoked
    */
   refresh(): RegionInfo {
     this.#open();
     const info = queryRegionInfo(this.device, this.index);
-    const saving = decodeSavingLayout(info);
+    const saving = decodeSavingLayout(info, this.device.sys.pageSize);
     this.#info = info;
     this.#saving = saving;
     this.#base = exactOffset(info);
@@ -227,7 +231,8 @@ export class Region {
    * pread/pwrite. An unmapped region only records the mode: a later
    * {@link Region.mmap} follows it.
    * @throws VfioSystemError when an mmap fails (the narrowing part always
-   *   happens first, so the areas left mapped are within the new layout)
+   *   happens first, so the areas left mapped are within the new layout), or
+   *   a munmap (every area that left the layout is revoked all the same)
    */
   relayout(mode: RegionLayoutMode): void {
     this.#open();
@@ -255,7 +260,7 @@ export class Region {
     const keep = this.#areas.filter((a) => want.some((w) => same(a, w)));
     const gone = this.#areas.filter((a) => !keep.includes(a));
     this.#areas = keep;
-    for (const a of gone) a.unmap();
+    unmapAll(gone);
     for (const w of want) {
       if (keep.some((a) => same(a, w))) continue;
       this.#areas = [...this.#areas, this.#mapArea(w)].sort((x, y) => x.offset - y.offset);
@@ -319,6 +324,23 @@ export class Region {
     const n = syscall(this.device, `write region ${this.index}`, () => this.device.sys.pwrite(this.device.fd, buf, at));
     if (n !== buf.byteLength) throw new UapiFormatError(`short write: ${n} of ${buf.byteLength} bytes at ${offset}`, `${this.device.label} region ${this.index}`);
   }
+}
+
+/**
+ * Unmaps every area even when one fails (an area that fails is revoked all
+ * the same), then throws the first failure: stopping at it would leave the
+ * rest mapped and usable though the region no longer lists them.
+ */
+function unmapAll(areas: readonly MappedArea[]): void {
+  let failure: unknown;
+  for (const a of areas) {
+    try {
+      a.unmap();
+    } catch (e) {
+      failure ??= e;
+    }
+  }
+  if (failure !== undefined) throw failure;
 }
 
 function exactOffset(info: RegionInfo): number | bigint {

@@ -42,7 +42,12 @@ import { dataView } from './uapi/layout.js';
 
 /** Events of a {@link RemapIrq}. */
 export type RemapIrqEvents = {
-  /** A signal was handled: these regions were re-read and re-mapped, and the device was acked. */
+  /**
+   * A signal was handled: the regions it named were re-read and re-mapped (one
+   * that could not be re-read was unmapped whole and reported as a `warning`),
+   * then the device was acked (a failed ack is a `warning` too). Not emitted
+   * when the IRQ was closed while handling it: nothing is acked then.
+   */
   remap: (regions: readonly number[]) => void;
   /**
    * Something went wrong while handling a signal: a region that could not be
@@ -157,7 +162,12 @@ export class RemapIrq extends Emitter implements Disposable {
     if (stray !== 0n) {
       this.#warn(new UapiFormatError(`remap bitmap 0x${count.toString(16)} names regions the device does not have (0x${stray.toString(16)})`, 'remap irq count'));
     }
-    for (const index of regions) this.#remap(index);
+    for (const index of regions) {
+      // A listener closed us (or the device): the rest is not re-mapped, so no ack may vouch for it.
+      if (this.#closed) return;
+      this.#remap(index);
+    }
+    if (this.#closed) return;
     try {
       this.#irq.unmask(0);
     } catch (e) {
@@ -172,8 +182,15 @@ export class RemapIrq extends Emitter implements Disposable {
       region = this.#device.region(index);
       region.refresh();
     } catch (e) {
-      region?.unmap();
+      // A munmap failing too must not escape into the event loop (no ack would follow): it is reported as well.
+      let unmapError: unknown;
+      try {
+        region?.unmap();
+      } catch (u) {
+        unmapError = u;
+      }
       this.#warn(e);
+      if (unmapError !== undefined) this.#warn(unmapError);
     }
   }
 

@@ -75,20 +75,56 @@ const IRQ_TYPE_CAP = 'vfio_ts_irq_info_cap_type';
  * keeps in `otherCaps`), or undefined when the region has none, or one of a
  * version this library does not know (the device then refuses the saving
  * transition while mappings conflict: a clean failure).
- * @throws UapiFormatError for a malformed capability, or an area outside every area the region may map normally
+ * @param pageSize the system's page size (mmap granularity); 4096, the smallest Linux has, by default
+ * @throws UapiFormatError for a malformed capability, or an area that is empty, not page-aligned,
+ *   overlaps another, or lies outside every area the region may map normally
  */
-export function decodeSavingLayout(info: RegionInfo): readonly SparseArea[] | undefined {
+export function decodeSavingLayout(info: RegionInfo, pageSize = 4096): readonly SparseArea[] | undefined {
   const cap = info.otherCaps.find((c) => c.id === VFIO_TS_REGION_INFO_CAP_SPARSE_MMAP_SAVING && c.version === 1);
   if (cap === undefined) return undefined;
   const areas = decodeSparseAreas(cap.bytes, entryOf(cap), info.size);
-  // "May stay mmapped" is a subset of what may be mapped at all; anything else is a vendor bug.
-  const normal = (info.flags & VFIO_REGION_INFO_FLAG_MMAP) === 0 ? [] : (info.sparse ?? [{ offset: 0, size: info.size }]);
+  const inNormal = containment((info.flags & VFIO_REGION_INFO_FLAG_MMAP) === 0 ? [] : (info.sparse ?? [{ offset: 0, size: info.size }]));
+  const bad = (i: number, a: SparseArea, why: string): UapiFormatError => new UapiFormatError(`saving area ${i} [${a.offset}, +${a.size}) ${why}`, SAVING_CAP, 16 + 16 * i);
   areas.forEach((a, i) => {
-    if (!normal.some((n) => a.offset >= n.offset && a.offset + a.size <= n.offset + n.size)) {
-      throw new UapiFormatError(`saving area ${i} [${a.offset}, +${a.size}) is not inside an area the region may map`, SAVING_CAP, 16 + 16 * i);
-    }
+    // mmap works in whole pages: a partial page would map (and leave untrapped) bytes outside the area.
+    // Only the region's end may be unaligned, where the kernel pads the last page of a small BAR.
+    const end = a.offset + a.size;
+    if (a.size === 0) throw bad(i, a, 'is empty');
+    if (a.offset % pageSize !== 0 || (end % pageSize !== 0 && end !== info.size)) throw bad(i, a, `is not aligned to the ${pageSize}-byte page`);
+    // "May stay mmapped" is a subset of what may be mapped at all; anything else is a vendor bug.
+    if (!inNormal(a.offset, end)) throw bad(i, a, 'is not inside an area the region may map');
   });
+  // Overlapping areas would be mapped twice. Checked in offset order: a pairwise check of a reply
+  // holding tens of thousands of areas would stall the caller.
+  let reach: { a: SparseArea; i: number } | undefined;
+  for (const next of areas.map((a, i) => ({ a, i })).sort((x, y) => x.a.offset - y.a.offset)) {
+    if (reach !== undefined && next.a.offset < reach.a.offset + reach.a.size) throw bad(next.i, next.a, `overlaps saving area ${reach.i}`);
+    // Every area is non-empty and sorted, so the one just checked reaches furthest unless it overlapped.
+    reach = next;
+  }
   return areas;
+}
+
+/**
+ * A test for "`[start, end)` lies inside one of `areas`" in O(log n): the
+ * areas sorted by offset, with the furthest end reached so far, so that a
+ * reply with tens of thousands of areas on both sides cannot stall the caller.
+ */
+function containment(areas: readonly SparseArea[]): (start: number, end: number) => boolean {
+  const sorted = [...areas].sort((x, y) => x.offset - y.offset);
+  let furthest = 0;
+  const reach = sorted.map((a) => (furthest = Math.max(furthest, a.offset + a.size)));
+  return (start, end) => {
+    // The last area that starts at or before `start`; any area before it that covers `end` does as well.
+    let lo = 0;
+    let hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (sorted[mid].offset <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo > 0 && reach[lo - 1] >= end;
+  };
 }
 
 /** A raw capability as a chain entry of its own bytes. */
@@ -133,7 +169,8 @@ export function decodeIrqInfoExt(buf: Uint8Array): IrqInfoExt {
   let type: { type: number; subtype: number } | undefined;
   const otherCaps: RawCap[] = [];
   for (const c of walkCapChain(buf, d.cap_offset, vfio_ts_irq_info.size, vfio_ts_irq_info.name)) {
-    if (c.id === VFIO_TS_IRQ_INFO_CAP_TYPE) {
+    // Only version 1's layout is known: another version is kept raw, so its IRQ is not taken for the remap IRQ.
+    if (c.id === VFIO_TS_IRQ_INFO_CAP_TYPE && c.version === 1) {
       requireCapBytes(c, 16, IRQ_TYPE_CAP);
       const dv = dataView(buf);
       type = { type: dv.getUint32(c.offset + 8, true), subtype: dv.getUint32(c.offset + 12, true) };
