@@ -54,34 +54,53 @@
 
   ;; Run starts (0->1 transitions) in the words [p, end); the word before p
   ;; (at p-8) is read for the carry and must be part of the counted range.
-  ;; Two vectors per step (32 bytes): the loop then keeps up with memory.
+  ;; Blocks of 128 bytes are loaded into locals; an all-zero block holds no
+  ;; start (a start needs a set bit) and is skipped after one OR, which makes
+  ;; clustered sparse bitmaps memory-bound; the others take two vectors per
+  ;; step, branch-free. Measured against the branch-free loop alone: dense
+  ;; bitmaps +5-10%, clustered 0.1% 2x faster; smaller blocks mispredict
+  ;; more on random sparse bitmaps, larger ones cost dense bitmaps more.
   (func $runs_bulk (param $p i32) (param $end i32) (result i64)
-    (local $acc64 v128) (local $acc8 v128) (local $v v128) (local $u v128) (local $vend i32) (local $gend i32) (local $total i64) (local $w i64)
-    (local.set $vend (i32.add (local.get $p) (i32.and (i32.sub (local.get $end) (local.get $p)) (i32.const -32))))
+    (local $acc64 v128) (local $acc8 v128) (local $x0 v128) (local $x1 v128) (local $x2 v128) (local $x3 v128) (local $x4 v128) (local $x5 v128) (local $x6 v128) (local $x7 v128) (local $vend i32) (local $gend i32) (local $total i64) (local $w i64)
+    (local.set $vend (i32.add (local.get $p) (i32.and (i32.sub (local.get $end) (local.get $p)) (i32.const -128))))
     (block $vdone
       (loop $groups
         (br_if $vdone (i32.ge_u (local.get $p) (local.get $vend)))
-        (local.set $gend (call $group_end (local.get $p) (local.get $vend) (i32.const 992))) ;; 62 vectors
+        (local.set $gend (call $group_end (local.get $p) (local.get $vend) (i32.const 896))) ;; 28 steps of 2 vectors: at most 224 per byte counter
         (local.set $acc8 (v128.const i64x2 0 0))
         (loop $vec
-          (local.set $v (v128.load align=8 (local.get $p)))
-          (local.set $u (v128.load align=8 offset=16 (local.get $p)))
-          ;; starts = w & ~((w << 1) | (previous word >> 63)), per u64 lane
-          (local.set $acc8 (i8x16.add (local.get $acc8) (i8x16.add
-            (i8x16.popcnt
-              (v128.andnot (local.get $v)
-                (v128.or (i64x2.shl (local.get $v) (i32.const 1))
-                         (i64x2.shr_u (v128.load align=8 (i32.sub (local.get $p) (i32.const 8))) (i32.const 63)))))
-            (i8x16.popcnt
-              (v128.andnot (local.get $u)
-                (v128.or (i64x2.shl (local.get $u) (i32.const 1))
-                         (i64x2.shr_u (v128.load align=8 offset=8 (local.get $p)) (i32.const 63))))))))
-          (local.set $p (i32.add (local.get $p) (i32.const 32)))
+          (local.set $x0 (v128.load align=8 (local.get $p)))
+          (local.set $x1 (v128.load align=8 offset=16 (local.get $p)))
+          (local.set $x2 (v128.load align=8 offset=32 (local.get $p)))
+          (local.set $x3 (v128.load align=8 offset=48 (local.get $p)))
+          (local.set $x4 (v128.load align=8 offset=64 (local.get $p)))
+          (local.set $x5 (v128.load align=8 offset=80 (local.get $p)))
+          (local.set $x6 (v128.load align=8 offset=96 (local.get $p)))
+          (local.set $x7 (v128.load align=8 offset=112 (local.get $p)))
+          (if (v128.any_true
+                (v128.or (v128.or (v128.or (local.get $x0) (local.get $x1)) (v128.or (local.get $x2) (local.get $x3)))
+                         (v128.or (v128.or (local.get $x4) (local.get $x5)) (v128.or (local.get $x6) (local.get $x7)))))
+            (then
+              ;; starts = w & ~((w << 1) | (previous word >> 63)), per u64 lane
+              (local.set $acc8 (i8x16.add (local.get $acc8) (i8x16.add
+                (i8x16.popcnt (v128.andnot (local.get $x0) (v128.or (i64x2.shl (local.get $x0) (i32.const 1)) (i64x2.shr_u (v128.load align=8 (i32.sub (local.get $p) (i32.const 8))) (i32.const 63)))))
+                (i8x16.popcnt (v128.andnot (local.get $x1) (v128.or (i64x2.shl (local.get $x1) (i32.const 1)) (i64x2.shr_u (v128.load align=8 offset=8 (local.get $p)) (i32.const 63))))))))
+              (local.set $acc8 (i8x16.add (local.get $acc8) (i8x16.add
+                (i8x16.popcnt (v128.andnot (local.get $x2) (v128.or (i64x2.shl (local.get $x2) (i32.const 1)) (i64x2.shr_u (v128.load align=8 offset=24 (local.get $p)) (i32.const 63)))))
+                (i8x16.popcnt (v128.andnot (local.get $x3) (v128.or (i64x2.shl (local.get $x3) (i32.const 1)) (i64x2.shr_u (v128.load align=8 offset=40 (local.get $p)) (i32.const 63))))))))
+              (local.set $acc8 (i8x16.add (local.get $acc8) (i8x16.add
+                (i8x16.popcnt (v128.andnot (local.get $x4) (v128.or (i64x2.shl (local.get $x4) (i32.const 1)) (i64x2.shr_u (v128.load align=8 offset=56 (local.get $p)) (i32.const 63)))))
+                (i8x16.popcnt (v128.andnot (local.get $x5) (v128.or (i64x2.shl (local.get $x5) (i32.const 1)) (i64x2.shr_u (v128.load align=8 offset=72 (local.get $p)) (i32.const 63))))))))
+              (local.set $acc8 (i8x16.add (local.get $acc8) (i8x16.add
+                (i8x16.popcnt (v128.andnot (local.get $x6) (v128.or (i64x2.shl (local.get $x6) (i32.const 1)) (i64x2.shr_u (v128.load align=8 offset=88 (local.get $p)) (i32.const 63)))))
+                (i8x16.popcnt (v128.andnot (local.get $x7) (v128.or (i64x2.shl (local.get $x7) (i32.const 1)) (i64x2.shr_u (v128.load align=8 offset=104 (local.get $p)) (i32.const 63))))))))
+            ))
+          (local.set $p (i32.add (local.get $p) (i32.const 128)))
           (br_if $vec (i32.lt_u (local.get $p) (local.get $gend))))
         (local.set $acc64 (call $widen (local.get $acc64) (local.get $acc8)))
         (br $groups)))
     (local.set $total (call $hsum (local.get $acc64)))
-    ;; The last 0-3 words.
+    ;; The last 0-15 words.
     (block $wdone
       (loop $words
         (br_if $wdone (i32.ge_u (local.get $p) (local.get $end)))
