@@ -141,6 +141,29 @@ t.test('a signal while saving re-maps in the saving layout', async (t) => {
   t.equal(sim.conflictingMappings, 1);
 });
 
+t.test('while migrating, what a signal could not do reaches the hooks\' warning event', async (t) => {
+  using p = trapBarPair();
+  const sim = p.src.sim;
+  const m = p.src.migration;
+  const warnings: VfioError[] = [];
+  m.on('warning', (e) => warnings.push(e));
+  await m.saveSetup(new MemorySink());
+  const remap = RemapIrq.enable(p.src.device);
+  if (remap === undefined || sim.remapIrq === undefined) throw new Error('the saving transition enabled it');
+  sim.remapIrq.raise((1n << 20n) | 1n);
+  t.same(await nextRemap(remap), [0]);
+  t.equal(warnings.length, 1);
+  t.type(warnings[0], UapiFormatError);
+  t.match(warnings[0]?.message, /names regions the device does not have/);
+  m.abortSave();
+  // A second saving session follows the same remap IRQ: one forwarder, not two.
+  await m.saveSetup(new MemorySink());
+  sim.remapIrq.raise(1n << 20n);
+  await nextRemap(remap);
+  t.equal(warnings.length, 2, 'each warning once');
+  m.abortSave();
+});
+
 t.test('bad signals: stray bits, a region that cannot be re-read', async (t) => {
   using p = trapBarPair();
   const sim = p.src.sim;

@@ -21,6 +21,7 @@
  * back as one unit: such a driver says `resumeFraming: 'record'`, and the load
  * hooks then hand it exactly one DATA record per {@link MigrationDriver.write}.
  */
+import type { VfioError } from '../errors.js';
 import type { Sys } from '../sys/sys.js';
 import type { MigrationState } from './fsm.js';
 
@@ -71,6 +72,12 @@ export interface MigrationDriver extends Disposable {
   readonly state: MigrationState;
   /** How the destination must feed {@link write}. */
   readonly resumeFraming: ResumeFraming;
+  /**
+   * Listens for failures that happen outside any call (a remap IRQ's
+   * re-map, `SavingLayoutSwitch.onWarning`); returns the unsubscribe.
+   * Optional: a driver without such work has none to report.
+   */
+  onWarning?(listener: (error: VfioError) => void): () => void;
   /**
    * The largest chunk one {@link read} may return or one {@link write} accept,
    * when the protocol bounds it (v1: the data section); the hooks make their

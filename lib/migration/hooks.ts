@@ -163,6 +163,8 @@ export class VfioMigration extends Emitter implements Disposable {
     if (!Number.isSafeInteger(this.config.size) || this.config.size < 0) {
       throw new VfioArgumentError('VfioMigration', `config state size ${this.config.size} is not a non-negative integer`);
     }
+    // The hooks own the driver, so the subscription lives as long as both.
+    driver.onWarning?.((e) => this.emit('warning', e));
   }
 
   /**

@@ -20,6 +20,7 @@
  * sees the guest's writes while its state is read out; a resuming device is
  * stopped and its guest does not run, so its mappings stay as they are.
  */
+import type { VfioError } from '../errors.js';
 import type { VfioDevice } from '../vfio/device.js';
 import type { Region } from '../vfio/region.js';
 import { RemapIrq } from '../vfio/remap-irq.js';
@@ -31,9 +32,22 @@ export class SavingLayoutSwitch {
   readonly #device: VfioDevice;
   /** Regions in their saving layout (or left there by a failed restore), to switch back. */
   #saving: Region[] = [];
+  readonly #warningListeners = new Set<(error: VfioError) => void>();
+  /** The remap IRQ whose warnings go to {@link onWarning}'s listeners. */
+  #followed: RemapIrq | undefined;
 
   constructor(device: VfioDevice) {
     this.#device = device;
+  }
+
+  /**
+   * Listens for what the device's remap IRQ (enabled by the handshake) could
+   * not do: its signals arrive outside any call, so their failures have no
+   * caller to throw to. Returns the unsubscribe.
+   */
+  onWarning(listener: (error: VfioError) => void): () => void {
+    this.#warningListeners.add(listener);
+    return () => this.#warningListeners.delete(listener);
   }
 
   /**
@@ -96,7 +110,13 @@ export class SavingLayoutSwitch {
    * On failure the layout goes back to what `from`, where the device stays, allows.
    */
   #enterSaving(from: MigrationState): void {
-    RemapIrq.enable(this.#device);
+    const remap = RemapIrq.enable(this.#device);
+    if (remap !== undefined && remap !== this.#followed) {
+      this.#followed = remap;
+      remap.on('warning', (e) => {
+        for (const l of this.#warningListeners) l(e);
+      });
+    }
     const regions = this.#device.regions().filter((r) => !r.closed);
     try {
       for (const r of regions) {

@@ -13,7 +13,7 @@
  * that offers vfio-ts's saving layout gets its regions re-mapped before the
  * SAVING bit is set, and back after it is cleared.
  */
-import { MigrationError, MigrationStateError, UapiFormatError, VfioArgumentError, VfioClosedError } from '../errors.js';
+import { MigrationError, MigrationStateError, UapiFormatError, VfioArgumentError, VfioClosedError, type VfioError } from '../errors.js';
 import type { Sys } from '../sys/sys.js';
 import type { VfioDevice } from '../vfio/device.js';
 import {
@@ -186,6 +186,11 @@ export class MigrationRegionDriver implements MigrationDriver {
     this.#region.reset();
     this.#state = VFIO_DEVICE_STATE_RUNNING;
     this.#layout.settle(this.#state);
+  }
+
+  /** What the device's remap IRQ could not do (SavingLayoutSwitch.onWarning). */
+  onWarning(listener: (error: VfioError) => void): () => void {
+    return this.#layout.onWarning(listener);
   }
 
   /** Releases the data section's mappings; the device stays open. Idempotent. */

@@ -14,7 +14,7 @@
  * that offers vfio-ts's saving layout gets its regions re-mapped before it
  * enters PRE_COPY, PRE_COPY_P2P or STOP_COPY, and back after it left them.
  */
-import { MigrationError, UapiFormatError, VfioClosedError, VfioSystemError } from '../errors.js';
+import { MigrationError, UapiFormatError, VfioClosedError, VfioSystemError, type VfioError } from '../errors.js';
 import type { Sys } from '../sys/sys.js';
 import type { VfioDevice } from '../vfio/device.js';
 import { ioctl, type IoctlTarget } from '../vfio/ioctl.js';
@@ -241,6 +241,11 @@ export class MigrationFile implements MigrationDriver {
     this.#state = VFIO_DEVICE_STATE_RUNNING;
     this.#layout.settle(this.#state);
     if (closeError !== undefined) throw closeError;
+  }
+
+  /** What the device's remap IRQ could not do (SavingLayoutSwitch.onWarning). */
+  onWarning(listener: (error: VfioError) => void): () => void {
+    return this.#layout.onWarning(listener);
   }
 
   close(): void {
