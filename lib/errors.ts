@@ -310,7 +310,8 @@ export class MigrationAbortedError extends VfioError {
 }
 
 /**
- * A VM start was refused because a device's interrupts are still held back:
+ * A VM start, or an interrupt wiring (SET_IRQS with eventfds on INTx, MSI or
+ * MSI-X), was refused because a device's interrupts are still held back:
  * the VMM has not opened the device's `InterruptGate` (its interrupt
  * controller is not restored yet), or the config-before-data stream never
  * sent the record that enables them. Nothing was changed.
@@ -325,8 +326,8 @@ export class InterruptGateClosedError extends VfioError {
   ) {
     super(
       held === 'gate'
-        ? `${device}: the VM cannot start before its interrupt controller is restored (open the InterruptGate first)`
-        : `${device}: the VM cannot start while the migrated config still holds its interrupts back (no enable record was loaded)`,
+        ? `${device}: interrupts are held (no wiring, no VM start) until its interrupt controller is restored (open the InterruptGate first)`
+        : `${device}: interrupts are held (no wiring, no VM start) while the migrated config holds them back (no enable record was loaded)`,
     );
   }
 }

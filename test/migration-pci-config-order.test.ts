@@ -265,3 +265,23 @@ t.test('the simulated devices: state images, and the minimal provider refusing M
   using m = VfioMigration.open(plain, { config: noConfigState });
   t.equal(m.supportsPrecopy, true, 'the driver was closed after the refusal: a second one opens');
 });
+
+t.test('a wiring that fails at the gate keeps the VM from starting until it is wired', async (t) => {
+  const p = pair(t, 'testdev', 'default');
+  const sections = await save(p.src.migration);
+  const dst = p.dst.migration;
+  dst.loadSetup();
+  for (const s of sections) await dst.loadState(bytesSource([s]));
+  await dst.loadConfig();
+  dst.loadCleanup();
+  p.sim.faults.inject({ syscall: 'ioctl', request: VFIO_DEVICE_SET_IRQS, label: p.dst.name, nth: 1, errno: 'EIO' });
+  t.match(thrown(() => p.gate.open()), { code: 'EIO' });
+  const group = new MigrationGroup([dst]);
+  t.match(thrown(() => group.start()), { code: 'ERR_VFIO_MIGRATION', reason: 'bad-state', device: p.dst.name }, 'refused, not started without interrupts');
+  t.equal(dst.state, VFIO_DEVICE_STATE_RESUMING, 'nothing moved');
+  p.dst.pci.enableInterrupts();
+  t.equal(p.dst.pci.interruptMode, 'msix');
+  group.start();
+  t.equal(dst.state, VFIO_DEVICE_STATE_RUNNING);
+  t.same(await fire(p), expected('testdev'));
+});

@@ -15,14 +15,14 @@ import { InterruptGate } from '../lib/pci/interrupt-gate.js';
 import { VfioPciDevice, type VfioPciDeviceOptions } from '../lib/pci/pci-device.js';
 import { qemuConfigSpace } from '../lib/pci/qemu-config.js';
 import type { SyscallRecord } from '../lib/sim/syscalls.js';
-import { VFIO_IRQ_SET_DATA_EVENTFD } from '../lib/vfio/uapi/constants.js';
+import { VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX } from '../lib/vfio/uapi/constants.js';
 import { VFIO_DEVICE_SET_IRQS } from '../lib/vfio/uapi/ioctls.js';
 import { decode } from '../lib/vfio/uapi/layout.js';
 import { vfio_irq_set } from '../lib/vfio/uapi/structs.js';
 import { nextEvent } from './helpers/events.js';
 import { thrown } from './helpers/expect.js';
 import { bytesAt, hex } from './helpers/pci-fixtures.js';
-import { EDU_CONFIG_STATE, EDU_MSI, programEdu, programTestDev } from './helpers/pci-guest.js';
+import { EDU_CONFIG_STATE, EDU_MSI, programEdu, programTestDev, testDevMsix } from './helpers/pci-guest.js';
 import { openEdu, openTestDev } from './helpers/sim-pci.js';
 
 const CONFIG_REGION = 7;
@@ -299,4 +299,85 @@ t.test('closing before the gate opens', async (t) => {
   pci.close();
   gate.open();
   t.equal(pci.interruptMode, 'none', 'a closed device is not wired when the gate opens');
+});
+
+t.test('INTx cannot be wired by hand while the interrupts are held', async (t) => {
+  const gate = new InterruptGate();
+  const setup = openEdu(t);
+  const trace = setup.sim.startTrace();
+  const pci = new VfioPciDevice(setup.device, { interruptGate: gate });
+  const intx = pci.intx;
+  if (intx === undefined) throw new Error('edu has INTx');
+  t.match(thrown(() => intx.enable()), { code: 'ERR_VFIO_INTERRUPT_GATE', held: 'gate' }, 'the public IntxLine obeys the gate');
+  // Nor through the VFIO device's own IRQ objects: the guard sits under every eventfd wiring.
+  for (const index of [VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX]) {
+    t.match(thrown(() => setup.device.irq(index).enable(1)), { code: 'ERR_VFIO_INTERRUPT_GATE', held: 'gate' }, `device.irq(${index}).enable()`);
+  }
+  t.match(thrown(() => setup.device.irq(VFIO_PCI_MSI_IRQ_INDEX).assign(0, [false])), { code: 'ERR_VFIO_INTERRUPT_GATE' }, 'an empty-handed assign');
+  t.match(thrown(() => setup.device.setIrqGuard(() => undefined)), { code: 'ERR_VFIO_INVALID_ARGUMENT' }, 'one guard per device');
+  t.same(setIrqs(trace), [], 'nothing wired');
+  gate.open();
+  t.equal(pci.interruptMode, 'intx');
+  const src = pciOf(openEdu(t));
+  programEdu(src.pci);
+  pci.loadConfig(src.pci.saveConfig(), { interrupts: 'hold' });
+  const heldAt = trace.length;
+  t.match(thrown(() => intx.enable()), { code: 'ERR_VFIO_INTERRUPT_GATE', held: 'config' }, 'and a config hold');
+  t.same(setIrqs(trace.slice(heldAt)), []);
+  setup.sim.stopTrace();
+});
+
+t.test('a wiring that failed at the gate is undone, refuses the start, and enableInterrupts retries it', async (t) => {
+  const gate = new InterruptGate();
+  const a = openTestDev(t);
+  const b = openEdu(t);
+  const pa = new VfioPciDevice(a.device, { interruptGate: gate });
+  const pb = new VfioPciDevice(b.device, { interruptGate: gate });
+  programTestDev(pa);
+  const trace = a.sim.startTrace();
+  // The second SET_IRQS of MSI-X (vectors 0-3) fails after the first (enable with none) went through.
+  a.sim.faults.inject({ syscall: 'ioctl', request: VFIO_DEVICE_SET_IRQS, nth: 2, errno: 'EIO' });
+  t.match(thrown(() => gate.open()), { code: 'EIO' });
+  t.equal(pb.interruptMode, 'intx', 'the other device is wired');
+  t.same(setIrqs(trace), ['2:0+1 fd', '2:0+4 fd', '2:0+0'], 'the half-enabled MSI-X index is disabled again');
+  t.same(pa.wiredVectors, [], 'nothing claims to be wired');
+  t.equal(pa.interruptMode, 'none');
+  t.match(thrown(() => pa.checkCanStart()), { code: 'ERR_VFIO_MIGRATION', reason: 'bad-state', cause: { code: 'EIO' } }, 'the failure is kept: the VM cannot start');
+  pb.checkCanStart();
+  pa.enableInterrupts();
+  t.same(setIrqs(trace).slice(3), ['2:0+1 fd', '2:0+4 fd'], 'retried whole');
+  t.same(pa.wiredVectors, [3]);
+  pa.checkCanStart();
+  a.sim.stopTrace();
+});
+
+t.test('a vector whose wiring failed at unmask: its pending message still delivered, retried whole', async (t) => {
+  const src = pciOf(openTestDev(t));
+  programTestDev(src.pci);
+  src.driver.fn.fireMsix(5);
+  await new Promise((r) => setImmediate(r));
+  const dst = pciOf(openTestDev(t), { interruptGate: new InterruptGate(true) });
+  dst.pci.loadConfig(src.pci.saveConfig());
+  t.same(dst.pci.wiredVectors, [3], 'vector 5 is masked and pending');
+  dst.sim.faults.inject({ syscall: 'ioctl', request: VFIO_DEVICE_SET_IRQS, nth: 1, errno: 'EIO' });
+  const got = nextEvent(dst.pci, 'msi');
+  t.match(thrown(() => dst.pci.writeBar(2, 5 * 16 + 12, 4, 0n)), { code: 'EIO' });
+  t.same(await got, [testDevMsix(5), { kind: 'msix', vector: 5 }], 'the migrated pending vector is not lost');
+  t.same(dst.pci.wiredVectors, [3], 'vector 5 is not claimed');
+  t.match(thrown(() => dst.pci.checkCanStart()), { reason: 'bad-state' });
+  dst.pci.enableInterrupts();
+  t.same(dst.pci.wiredVectors, [3, 5]);
+  dst.pci.checkCanStart();
+});
+
+t.test('a device whose VFIO device was closed under it does not fail the gate', async (t) => {
+  const gate = new InterruptGate();
+  const a = openEdu(t);
+  const b = openEdu(t);
+  const pa = new VfioPciDevice(a.device, { interruptGate: gate });
+  const pb = new VfioPciDevice(b.device, { interruptGate: gate });
+  a.container.close();
+  t.doesNotThrow(() => gate.open(), 'hot-unplugged: its container closed its device');
+  t.equal(pa.interruptMode, 'none');
+  t.equal(pb.interruptMode, 'intx');
 });

@@ -28,7 +28,7 @@ import {
   iommu_ioas_unmap,
 } from '../lib/vfio/uapi/iommufd.js';
 import { VFIO_DEVICE_GET_INFO } from '../lib/vfio/uapi/ioctls.js';
-import { encode } from '../lib/vfio/uapi/layout.js';
+import { decode, encode } from '../lib/vfio/uapi/layout.js';
 import { vfio_device_info } from '../lib/vfio/uapi/structs.js';
 import { expectErrno, thrown } from './helpers/expect.js';
 
@@ -151,6 +151,12 @@ t.test('without the IOMMU capability: EOPNOTSUPP, and an auto HWPT has no dirty 
   expectErrno(t, () => sim.ioctl(fd.fd, IOMMU_HWPT_ALLOC, alloc), 'ENOENT', 'an unknown dev_id');
   const unmap = encode(iommu_ioas_unmap, { size: 24, ioas_id: ioas.id, iova: 0n, length: (1n << 64n) - 1n });
   t.equal(sim.ioctl(fd.fd, IOMMU_IOAS_UNMAP, unmap), 0, 'unmap all of an empty IOAS');
+  t.equal(decode(iommu_ioas_unmap, unmap).length, 0n, 'which unmapped 0 bytes');
+  ioas.map({ iova: 0x10000n, buffer: sim.allocPages(2 * 4096) });
+  ioas.map({ iova: 0x40000n, buffer: sim.allocPages(4096) });
+  encode(iommu_ioas_unmap, { iova: 0n, length: (1n << 64n) - 1n }, unmap);
+  t.equal(sim.ioctl(fd.fd, IOMMU_IOAS_UNMAP, unmap), 0);
+  t.equal(decode(iommu_ioas_unmap, unmap).length, 3n * 4096n, 'unmap all replies the bytes it unmapped (iommufd_ioas_unmap), not U64_MAX');
   idev.close();
   fd.close();
 });

@@ -59,7 +59,10 @@ export class IntxLine extends Emitter implements Disposable {
     return this.#pending;
   }
 
-  /** `vfio_intx_enable`: wires the trigger eventfd (and the unmask eventfd with `resample`). */
+  /**
+   * `vfio_intx_enable`: wires the trigger eventfd (and the unmask eventfd with `resample`).
+   * @throws InterruptGateClosedError from the device's IRQ guard (a `VfioPciDevice` whose interrupts are held); nothing is wired then
+   */
   enable(): void {
     this.#open();
     if (this.#irq !== null) return;

@@ -15,6 +15,9 @@
  *   so the host allocates only the vectors in use.
  * - Masking a vector does not unwire it (QEMU keeps the eventfd; signals of
  *   a masked vector end up pending in the guest's view).
+ * - A failed SET_IRQS leaves nothing claimed that the kernel does not have
+ *   (the owner can then wire the index whole anew): one call changes nothing
+ *   when it fails, and an enable that fails halfway is undone.
  */
 import type { VfioDevice } from '../vfio/device.js';
 import type { Irq } from '../vfio/irq.js';
@@ -74,27 +77,54 @@ export class MsiWiring {
     return n;
   }
 
-  /** `vfio_msix_enable`: MSI-X on, with `vectors` (those the guest has unmasked) wired. */
+  /**
+   * `vfio_msix_enable`: MSI-X on, with `vectors` (those the guest has unmasked) wired.
+   * @throws VfioSystemError when a SET_IRQS fails; MSI-X is then off (disabled again, best effort) and nothing is claimed
+   */
   enableMsix(vectors: readonly number[]): void {
-    for (const v of vectors) this.#used.add(v);
-    this.#nrVectors = vectors.length === 0 ? 0 : Math.max(...vectors) + 1;
-    this.#kind = 'msix';
     const irq = this.#irq(VFIO_PCI_MSIX_IRQ_INDEX);
-    if (this.#nrVectors === 0 || !this.msixNoresize) irq.assign(0, [false]);
-    if (this.#nrVectors > 0) this.#assignUsed(irq);
+    const nrVectors = vectors.length === 0 ? 0 : Math.max(...vectors) + 1;
+    const used = new Set(vectors);
+    const enableEmpty = nrVectors === 0 || !this.msixNoresize;
+    if (enableEmpty) irq.assign(0, [false]);
+    if (nrVectors > 0) {
+      try {
+        this.#enableVectors(irq, nrVectors, used);
+      } catch (e) {
+        // MSI-X went on with no vector: take it off again so the index is as before the call.
+        if (enableEmpty) disableQuietly(irq);
+        throw e;
+      }
+    }
+    this.#kind = 'msix';
+    this.#nrVectors = nrVectors;
+    for (const v of used) this.#used.add(v);
   }
 
-  /** `vfio_msix_vector_do_use`: wires MSI-X `vector` without disturbing the others where the kernel allows it. */
+  /**
+   * `vfio_msix_vector_do_use`: wires MSI-X `vector` without disturbing the others where the kernel allows it.
+   * @throws VfioSystemError when a SET_IRQS fails: `vector` stays unwired; on a NORESIZE kernel whose
+   *   re-enable failed, MSI-X is off and forgotten ({@link kind} null)
+   */
   useMsixVector(vector: number): void {
     if (this.#kind !== 'msix' || this.#used.has(vector)) return;
-    this.#used.add(vector);
     const irq = this.#irq(VFIO_PCI_MSIX_IRQ_INDEX);
-    const resizing = this.#nrVectors < vector + 1;
-    if (resizing) this.#nrVectors = vector + 1;
-    if (resizing && this.msixNoresize) {
+    if (this.#nrVectors >= vector + 1 || !this.msixNoresize) {
+      irq.assign(vector, [true]);
+    } else {
       irq.disable();
-      this.#assignUsed(irq);
-    } else irq.assign(vector, [true]);
+      try {
+        this.#enableVectors(irq, vector + 1, new Set([...this.#used, vector]));
+      } catch (e) {
+        // The disable went through: nothing of MSI-X is left in the kernel.
+        this.#kind = null;
+        this.#nrVectors = 0;
+        this.#used.clear();
+        throw e;
+      }
+    }
+    this.#used.add(vector);
+    this.#nrVectors = Math.max(this.#nrVectors, vector + 1);
   }
 
   /** Disables the wired index (SET_IRQS with count 0) and drops its eventfds. */
@@ -107,9 +137,9 @@ export class MsiWiring {
     this.#irq(kind === 'msi' ? VFIO_PCI_MSI_IRQ_INDEX : VFIO_PCI_MSIX_IRQ_INDEX).disable();
   }
 
-  /** `vfio_enable_vectors`: one call for `[0, nr_vectors)`, -1 for the vectors not in use. */
-  #assignUsed(irq: Irq): void {
-    irq.assign(0, Array.from({ length: this.#nrVectors }, (_, v) => this.#used.has(v)));
+  /** `vfio_enable_vectors`: one call for `[0, nrVectors)`, -1 for the vectors not in `used`. */
+  #enableVectors(irq: Irq, nrVectors: number, used: ReadonlySet<number>): void {
+    irq.assign(0, Array.from({ length: nrVectors }, (_, v) => used.has(v)));
   }
 
   #irq(index: number): Irq {
@@ -119,5 +149,14 @@ export class MsiWiring {
       irq.on('signal', (vector) => this.onSignal(index === VFIO_PCI_MSI_IRQ_INDEX ? 'msi' : 'msix', vector));
     }
     return irq;
+  }
+}
+
+/** Disables `irq` after another SET_IRQS failed: that error is the one the caller gets. */
+function disableQuietly(irq: Irq): void {
+  try {
+    irq.disable();
+  } catch {
+    // Reported through the first failure; the owner rewires the index whole.
   }
 }

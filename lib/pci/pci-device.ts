@@ -30,13 +30,15 @@
  * (`#syncInterrupts`), and that step is held back while the device's
  * {@link InterruptGate} is closed or a loaded config holds its interrupts:
  * then nothing is wired at all, and the guest's MSI, MSI-X and INTx state is
- * only recorded until the hold ends.
+ * only recorded until the hold ends. A SET_IRQS that fails is kept: the VM
+ * may not start ({@link VfioPciDevice.checkCanStart}) until a later step
+ * wires everything the guest enabled.
  */
 import { EventEmitter } from 'node:events';
 import type TypedEmitter from 'typed-emitter';
-import { ConfigSpaceError, InterruptGateClosedError, VfioArgumentError, VfioClosedError } from '../errors.js';
+import { ConfigSpaceError, InterruptGateClosedError, MigrationError, VfioArgumentError, VfioClosedError } from '../errors.js';
 import type { VfioDevice } from '../vfio/device.js';
-import { VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX } from '../vfio/uapi/constants.js';
+import { VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX } from '../vfio/uapi/constants.js';
 import { listCapabilities, listExtCapabilities, type PciCapability, type PciExtCapability } from './capabilities.js';
 import { PciConfig, type ConfigWidth } from './config-access.js';
 import { decodeConfigHeader, type ConfigHeader } from './config-space.js';
@@ -128,7 +130,7 @@ export class VfioPciDevice extends Emitter implements Disposable {
   readonly msi: MsiState | undefined;
   /** The guest's MSI-X capability and table, when the device has them. */
   readonly msix: MsixState | undefined;
-  /** The INTx wiring, when the device has an interrupt pin. */
+  /** The INTx wiring, when the device has an interrupt pin; its `enable` refuses while {@link interruptHold} names a hold (the device's IRQ guard). */
   readonly intx: IntxLine | undefined;
   readonly #wiring: MsiWiring;
   /** QEMU's `pdev->config`; its MSI and MSI-X bytes live in {@link msi} and {@link msix}. */
@@ -138,6 +140,8 @@ export class VfioPciDevice extends Emitter implements Disposable {
   readonly #gate: InterruptGate | undefined;
   readonly #cancelGate: () => void;
   #heldByConfig = false;
+  /** The error of the last wiring that failed, until a whole rewiring succeeds. */
+  #wiringFailure: unknown = undefined;
   #mode: InterruptMode = 'none';
   #closed = false;
 
@@ -181,7 +185,17 @@ export class VfioPciDevice extends Emitter implements Disposable {
       this.intx = intx;
     } else this.intx = undefined;
     this.#gate = options.interruptGate;
-    this.#cancelGate = this.#gate?.onOpen(() => this.#syncInterrupts()) ?? (() => undefined);
+    // A device whose VFIO device was closed under it (its container closed: hot-unplug) has nothing to wire.
+    this.#cancelGate =
+      this.#gate?.onOpen(() => {
+        if (!this.device.closed) this.#syncInterrupts();
+      }) ?? (() => undefined);
+    // Every eventfd wiring of the device, the library's or a caller's through device.irq(), passes this check;
+    // the device's error and request IRQs (index 3, 4) are not the guest's interrupts.
+    device.setIrqGuard((index) => {
+      const hold = index <= VFIO_PCI_MSIX_IRQ_INDEX ? this.interruptHold : undefined;
+      if (hold !== undefined) throw new InterruptGateClosedError(device.name, hold);
+    });
     this.#syncInterrupts();
   }
 
@@ -256,6 +270,8 @@ export class VfioPciDevice extends Emitter implements Disposable {
    * @throws ConfigSpaceError for a malformed state, one that does not fit
    *   this device's layout, or read-only bits that differ from this device's;
    *   nothing is changed then
+   * @throws VfioSystemError when a SET_IRQS fails: the image is in, the VM
+   *   may not start until {@link enableInterrupts} wires the interrupts
    */
   loadConfig(bytes: Uint8Array, options: LoadConfigOptions = {}): void {
     this.#open();
@@ -288,7 +304,11 @@ export class VfioPciDevice extends Emitter implements Disposable {
     }
   }
 
-  /** Ends a `'hold'` from {@link loadConfig}: the interrupts are wired now, or when the gate opens. */
+  /**
+   * Ends a `'hold'` from {@link loadConfig}: the interrupts are wired now, or
+   * when the gate opens. Also wires anew, whole, after a wiring that failed.
+   * @throws VfioSystemError when a SET_IRQS fails
+   */
   enableInterrupts(): void {
     this.#open();
     this.#heldByConfig = false;
@@ -298,12 +318,18 @@ export class VfioPciDevice extends Emitter implements Disposable {
   /**
    * Throws unless the VM may start running this device: its interrupts must
    * not be held back (QEMU starts the VM only after the VFIO config, and with
-   * it MSI/MSI-X, was loaded behind the interrupt controller).
+   * it MSI/MSI-X, was loaded behind the interrupt controller), and the last
+   * wiring must not have failed (a VM would run without them).
    * @throws InterruptGateClosedError saying what still holds them
+   * @throws MigrationError `bad-state`, the SET_IRQS error as its cause, when
+   *   the last wiring failed and nothing wired them since
    */
   checkCanStart(): void {
     const hold = this.interruptHold;
     if (hold !== undefined) throw new InterruptGateClosedError(this.device.name, hold);
+    if (this.#wiringFailure !== undefined) {
+      throw new MigrationError('the VM cannot start: wiring its interrupts failed (enableInterrupts() retries)', 'bad-state', this.device.name, { cause: this.#wiringFailure });
+    }
   }
 
   /**
@@ -420,27 +446,50 @@ export class VfioPciDevice extends Emitter implements Disposable {
    * Brings the host wiring in line with the guest's view: MSI-X, else MSI,
    * else INTx; nothing while the interrupts are held. With `reload` (a
    * config was loaded) MSI and MSI-X are rewired even if already on, as
-   * `vfio_msi_enable`/`vfio_msix_enable` start by disabling everything.
+   * `vfio_msi_enable`/`vfio_msix_enable` start by disabling everything; so
+   * is everything after a wiring that failed.
    */
   #syncInterrupts(reload = false): void {
     if (this.#closed) return;
     const want: InterruptMode =
       this.interruptHold !== undefined ? 'none' : this.msix?.enabled ? 'msix' : this.msi?.enabled ? 'msi' : this.intx !== undefined ? 'intx' : 'none';
-    if (want === this.#mode && !(reload && (want === 'msi' || want === 'msix'))) return;
-    // vfio_disable_interrupts: vfio-pci takes one interrupt type at a time.
-    if (this.#mode === 'intx') this.intx?.disable();
-    else if (this.#mode !== 'none') this.#wiring.disable();
-    this.#mode = 'none';
-    if (want === 'msix' && this.msix !== undefined) this.#wiring.enableMsix(this.msix.unmaskedVectors());
-    else if (want === 'msi' && this.msi !== undefined) this.#wiring.enableMsi(this.msi.vectorsEnabled);
-    else if (want === 'intx') this.intx?.enable();
-    this.#mode = want;
+    if (want === this.#mode && this.#wiringFailure === undefined && !(reload && (want === 'msi' || want === 'msix'))) return;
+    try {
+      // vfio_disable_interrupts: vfio-pci takes one interrupt type at a time.
+      if (this.#mode === 'intx') this.intx?.disable();
+      else if (this.#mode !== 'none') this.#wiring.disable();
+      this.#mode = 'none';
+      if (want === 'msix' && this.msix !== undefined) this.#wiring.enableMsix(this.msix.unmaskedVectors());
+      else if (want === 'msi' && this.msi !== undefined) this.#wiring.enableMsi(this.msi.vectorsEnabled);
+      else if (want === 'intx') this.intx?.enable();
+      this.#mode = want;
+      this.#wiringFailure = undefined;
+    } catch (e) {
+      this.#wiringFailed(e);
+    }
   }
 
   #applyMsix(effect: MsixEffect): void {
-    if (effect.enable !== 'unchanged') this.#syncInterrupts();
-    else if (this.#mode === 'msix') for (const v of effect.unmasked) this.#wiring.useMsixVector(v);
-    for (const d of effect.deliver) this.#emitMsi('msix', d.vector, d.message);
+    try {
+      if (effect.enable !== 'unchanged') this.#syncInterrupts();
+      else if (this.#mode === 'msix') {
+        try {
+          for (const v of effect.unmasked) this.#wiring.useMsixVector(v);
+        } catch (e) {
+          this.#wiringFailed(e);
+        }
+      }
+    } finally {
+      // The emulation has cleared their pending bits: a failed wiring must not lose them.
+      for (const d of effect.deliver) this.#emitMsi('msix', d.vector, d.message);
+    }
+  }
+
+  /** Keeps `error` for {@link checkCanStart} and rethrows it; an MSI index the wiring dropped is no longer the mode. */
+  #wiringFailed(error: unknown): never {
+    this.#wiringFailure = error;
+    if (this.#mode !== 'intx' && this.#wiring.kind === null) this.#mode = 'none';
+    throw error;
   }
 
   /** A byte of QEMU's view: MSI and MSI-X from their emulation. */

@@ -294,8 +294,11 @@ export class SimIommufd implements FileOps {
     const ioas = this.#get(c.ioas_id, 'ioas');
     let unmapped = 0n;
     if (c.iova === 0n && c.length === ULONG_MAX) {
-      for (const a of ioas.areas.splice(0)) this.#dropArea(ioas, a);
-      unmapped = ULONG_MAX;
+      // iopt_unmap_all: the reply is the bytes unmapped (0 for an empty IOAS, which is no error).
+      for (const a of ioas.areas.splice(0)) {
+        this.#dropArea(ioas, a);
+        unmapped += a.length;
+      }
     } else {
       if (c.iova >= ULONG_MAX || c.length >= ULONG_MAX) fail('EOVERFLOW');
       if (c.length === 0n) fail('EINVAL');

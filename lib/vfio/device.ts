@@ -41,6 +41,7 @@ export class VfioDevice<G extends VfioGroup | null = VfioGroup | null> implement
   readonly #regions = new Map<number, Region>();
   readonly #irqs = new Map<number, Irq>();
   #closed = false;
+  #irqGuard: ((index: number) => void) | undefined;
   /** A closure, not the callback itself: a member that takes a `VfioDevice<G>` would make `G` invariant. */
   readonly #onClose: () => void;
 
@@ -122,12 +123,27 @@ export class VfioDevice<G extends VfioGroup | null = VfioGroup | null> implement
     return decodeIrqInfo(buf);
   }
 
+  /**
+   * Installs the check every {@link Irq.assign} (and so {@link Irq.enable})
+   * of this device runs before it wires eventfds; it throws to refuse. One
+   * owner at a time: `VfioPciDevice` holds interrupts behind its
+   * `InterruptGate` with it, so no path through the library wires one early.
+   * `undefined` removes it.
+   * @throws VfioArgumentError when another guard is installed
+   */
+  setIrqGuard(guard: ((index: number) => void) | undefined): void {
+    if (guard !== undefined && this.#irqGuard !== undefined) {
+      throw new VfioArgumentError('setIrqGuard', `${this.name} already has an IRQ guard`);
+    }
+    this.#irqGuard = guard;
+  }
+
   /** The IRQ index `index`, its info read on first use. */
   irq(index: number): Irq {
     this.#open();
     let irq = this.#irqs.get(index);
     if (irq === undefined) {
-      irq = new Irq(this, this.irqInfo(index));
+      irq = new Irq(this, this.irqInfo(index), (i) => this.#irqGuard?.(i));
       this.#irqs.set(index, irq);
     }
     return irq;

@@ -29,7 +29,8 @@ export class IommufdDirtyTracker extends BaseDirtyTracker {
 
   protected disarm(): void {
     if (this.fd.ioas.iommufd.closed) return;
-    for (const h of this.fd.hwpts) h.setDirtyTracking(false);
+    // A HWPT the VMM destroyed meanwhile has no tracking left to stop.
+    for (const h of this.fd.hwpts) if (!h.destroyed) h.setDirtyTracking(false);
   }
 
   protected collect(range: RamRange, bitmap: DirtyBitmap): void {

@@ -38,6 +38,8 @@ export class IommufdDevice implements IoctlTarget, Disposable {
     readonly label: string,
     readonly iommufd: Iommufd,
   ) {
+    // A closed context's fd number may already belong to another file: never pass it to BIND.
+    iommufd.check();
     const dir = `${sysfsDir(label)}/vfio-dev`;
     const cdev = syscall(this, 'find vfio cdev', () => sys.readdir(dir)).find((n) => n.startsWith('vfio'));
     if (cdev === undefined) throw new DeviceNotFoundError(label, `no vfio cdev under ${dir} (a kernel without CONFIG_VFIO_DEVICE_CDEV?)`);
@@ -50,9 +52,13 @@ export class IommufdDevice implements IoctlTarget, Disposable {
       sys.close(this.fd);
       throw e;
     }
+    iommufd.adoptDevice(this);
   }
 
-  /** Opens the cdev of `spec` (sysfs path, PCI address or mdev UUID) and binds it to `iommufd`. */
+  /**
+   * Opens the cdev of `spec` (sysfs path, PCI address or mdev UUID) and binds
+   * it to `iommufd`, which closes the device when it is closed itself.
+   */
   static bind(iommufd: Iommufd, spec: string): IommufdDevice {
     return new IommufdDevice(iommufd.sys, spec, iommufd);
   }
@@ -71,12 +77,10 @@ export class IommufdDevice implements IoctlTarget, Disposable {
     this.#open();
     if (this.#device === undefined) {
       try {
-        this.#device = new VfioDevice(this.sys, null, this.label, this.fd, () => {
-          this.#closed = true;
-        });
+        this.#device = new VfioDevice(this.sys, null, this.label, this.fd, () => this.#released());
       } catch (e) {
         // The device took the fd and closed it.
-        this.#closed = true;
+        this.#released();
         throw e;
       }
     }
@@ -100,9 +104,12 @@ export class IommufdDevice implements IoctlTarget, Disposable {
   /** Closes the cdev (through its {@link device}, if made): the kernel unbinds and closes the device. Idempotent. */
   close(): void {
     if (this.#closed) return;
-    this.#closed = true;
-    if (this.#device === undefined) this.sys.close(this.fd);
-    else this.#device.close();
+    if (this.#device !== undefined) {
+      this.#device.close();
+      return;
+    }
+    this.#released();
+    this.sys.close(this.fd);
   }
 
   [Symbol.dispose](): void {
@@ -111,5 +118,11 @@ export class IommufdDevice implements IoctlTarget, Disposable {
 
   #open(): void {
     if (this.#closed) throw new VfioClosedError(`device ${this.label}`);
+  }
+
+  /** The cdev fd is closed (or about to be): the context forgets the device. */
+  #released(): void {
+    this.#closed = true;
+    this.iommufd.forgetDevice(this);
   }
 }

@@ -6,7 +6,7 @@
  * unless NO_CLEAR). The kernel's checks (a non-empty range aligned to the
  * IOAS alignment and the page size, no unmapped gap inside) run here first.
  */
-import { DirtyTrackingError } from '../errors.js';
+import { DirtyTrackingError, VfioClosedError } from '../errors.js';
 import { kernelBitmapBytes } from './dirty-bitmap.js';
 import { ioctl } from './ioctl.js';
 import type { Iommufd } from './iommufd.js';
@@ -21,7 +21,8 @@ import {
 } from './uapi/iommufd.js';
 import { encode } from './uapi/layout.js';
 
-const isPow2 = (v: bigint): boolean => v > 0n && (v & (v - 1n)) === 0n;
+/** A power of two a u64 field can carry. */
+const isPow2 = (v: bigint): boolean => v > 0n && v < 1n << 64n && (v & (v - 1n)) === 0n;
 
 /** Options of {@link IommufdHwpt.getDirtyBitmap}. */
 export interface HwptDirtyQuery {
@@ -38,6 +39,7 @@ export interface HwptDirtyQuery {
 /** A paging HWPT object of an {@link Iommufd}. Holds no fd of its own. */
 export class IommufdHwpt {
   #tracking = false;
+  #destroyed = false;
 
   /** @internal Use {@link Iommufd.allocHwpt}. */
   constructor(
@@ -55,9 +57,14 @@ export class IommufdHwpt {
     return this.#tracking;
   }
 
+  /** True once {@link Iommufd.destroy} destroyed the HWPT. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
   /** `IOMMU_HWPT_SET_DIRTY_TRACKING`: enabling clears every dirty bit first. */
   setDirtyTracking(enable: boolean): void {
-    this.iommufd.check();
+    this.#check();
     const arg = encode(iommu_hwpt_set_dirty_tracking, {
       size: iommu_hwpt_set_dirty_tracking.size,
       flags: enable ? IOMMU_HWPT_DIRTY_TRACKING_ENABLE : 0,
@@ -73,9 +80,9 @@ export class IommufdHwpt {
    */
   getDirtyBitmap(q: HwptDirtyQuery): Uint8Array {
     const op = 'IommufdHwpt.getDirtyBitmap';
-    this.iommufd.check();
+    this.#check();
     const pageSize = q.pageSize ?? 4096n;
-    if (!isPow2(pageSize)) throw new DirtyTrackingError(op, 'page-size', `page size ${pageSize} is not a power of two`);
+    if (!isPow2(pageSize)) throw new DirtyTrackingError(op, 'page-size', `page size ${pageSize} is not a power of two below 2^64`);
     const { alignment } = this.ioas.iovaRanges();
     const align = alignment > pageSize ? alignment : pageSize;
     if (q.length <= 0n || q.iova < 0n || q.iova % align !== 0n || q.length % align !== 0n || q.iova + q.length > 1n << 64n) {
@@ -96,6 +103,17 @@ export class IommufdHwpt {
     });
     ioctl(this.iommufd, IOMMU_HWPT_GET_DIRTY_BITMAP, arg);
     return bitmap;
+  }
+
+  /** @internal The kernel destroyed the HWPT (its tracking went with it). */
+  markDestroyed(): void {
+    this.#destroyed = true;
+    this.#tracking = false;
+  }
+
+  #check(): void {
+    this.iommufd.check();
+    if (this.#destroyed) throw new VfioClosedError(`HWPT ${this.id}`);
   }
 }
 

@@ -1,8 +1,10 @@
 /**
  * An iommufd context (`/dev/iommu`): the fd every iommufd object lives in.
  * It allocates IOAS ({@link IommufdIoas}) and HWPT ({@link IommufdHwpt})
- * objects and answers `IOMMU_GET_HW_INFO` for bound devices. Closing the fd
- * destroys every object in it, as the kernel does.
+ * objects and answers `IOMMU_GET_HW_INFO` for bound devices. A bound device
+ * holds the kernel's context (`iommufd_ctx_get` pins the file), so closing
+ * closes the devices bound through it first: the fd's release then destroys
+ * every object and unpins the memory.
  *
  * The uAPI's errno conventions (reference §1.8): ENOTTY for an unknown ioctl,
  * E2BIG for non-zero bytes past what the kernel knows, EOPNOTSUPP for a known
@@ -12,6 +14,7 @@
 import { VfioClosedError } from '../errors.js';
 import { libcSys } from '../sys/libc.js';
 import { O_CLOEXEC, O_RDWR, type Sys } from '../sys/sys.js';
+import type { IommufdDevice } from './iommufd-device.js';
 import { IommufdHwpt } from './iommufd-hwpt.js';
 import { IommufdIoas } from './iommufd-ioas.js';
 import { ioctl, syscall, type IoctlTarget } from './ioctl.js';
@@ -59,6 +62,10 @@ export class Iommufd implements IoctlTarget, Disposable {
   readonly sys: Sys;
   readonly fd: number;
   #closed = false;
+  /** Devices bound through this context and not closed yet. */
+  readonly #devices = new Set<IommufdDevice>();
+  /** The IOAS and HWPT objects allocated here and not destroyed, by id (the kernel reuses ids). */
+  readonly #objects = new Map<number, IommufdIoas | IommufdHwpt>();
 
   private constructor(sys: Sys) {
     this.sys = sys;
@@ -79,7 +86,7 @@ export class Iommufd implements IoctlTarget, Disposable {
     this.check();
     const arg = encode(iommu_ioas_alloc, { size: iommu_ioas_alloc.size, flags: 0 });
     ioctl(this, IOMMU_IOAS_ALLOC, arg);
-    return new IommufdIoas(this, decode(iommu_ioas_alloc, arg).out_ioas_id);
+    return this.#adopt(new IommufdIoas(this, decode(iommu_ioas_alloc, arg).out_ioas_id));
   }
 
   /** `IOMMU_GET_HW_INFO` for bound device `devId` (driver data not fetched: `data_len` 0). */
@@ -108,20 +115,47 @@ export class Iommufd implements IoctlTarget, Disposable {
       pt_id: options.ioas.id,
     });
     ioctl(this, IOMMU_HWPT_ALLOC, arg);
-    return new IommufdHwpt(this, decode(iommu_hwpt_alloc, arg).out_hwpt_id, options.ioas, dirty);
+    return this.#adopt(new IommufdHwpt(this, decode(iommu_hwpt_alloc, arg).out_hwpt_id, options.ioas, dirty));
   }
 
-  /** `IOMMU_DESTROY` of object `id` (EBUSY while something uses it). */
+  /**
+   * `IOMMU_DESTROY` of object `id`. The kernel answers EBUSY while something
+   * uses it: detach (or close) the devices before destroying their HWPT, and
+   * destroy the HWPTs before their IOAS. Once destroyed, the library's
+   * {@link IommufdIoas} or {@link IommufdHwpt} of that id refuses every call
+   * with `VfioClosedError`, as the kernel hands the id to the next object.
+   */
   destroy(id: number): void {
     this.check();
     ioctl(this, IOMMU_DESTROY, encode(iommu_destroy, { size: iommu_destroy.size, id }));
+    this.#objects.get(id)?.markDestroyed();
+    this.#objects.delete(id);
   }
 
-  /** Closes the fd: the kernel destroys every object. Idempotent. */
+  /**
+   * Closes every device bound through this context, then the fd: the kernel
+   * destroys every object. Idempotent; every step runs even if one fails.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.sys.close(this.fd);
+    const errors: unknown[] = [];
+    for (const d of [...this.#devices]) {
+      try {
+        d.close();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    this.#devices.clear();
+    this.#objects.clear();
+    try {
+      this.sys.close(this.fd);
+    } catch (e) {
+      errors.push(e);
+    }
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) throw new AggregateError(errors, 'closing the iommufd failed');
   }
 
   [Symbol.dispose](): void {
@@ -131,5 +165,20 @@ export class Iommufd implements IoctlTarget, Disposable {
   /** @internal Throws when the context is closed. */
   check(): void {
     if (this.#closed) throw new VfioClosedError(this.label);
+  }
+
+  /** @internal A device bound through this context: closed with it. */
+  adoptDevice(device: IommufdDevice): void {
+    this.#devices.add(device);
+  }
+
+  /** @internal A device closed on its own. */
+  forgetDevice(device: IommufdDevice): void {
+    this.#devices.delete(device);
+  }
+
+  #adopt<T extends IommufdIoas | IommufdHwpt>(obj: T): T {
+    this.#objects.set(obj.id, obj);
+    return obj;
   }
 }

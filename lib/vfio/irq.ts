@@ -43,12 +43,20 @@ export class Irq extends Emitter implements Disposable {
   #fds: (EventFd | null)[] = [];
   #closed = false;
 
+  readonly #guard: (index: number) => void;
+
+  /**
+   * @param guard runs before each wiring of eventfds and throws to refuse it
+   *   (the device's {@link VfioDevice.setIrqGuard})
+   */
   constructor(
     private readonly device: IoctlTarget,
     info: IrqInfo,
+    guard: (index: number) => void = () => undefined,
   ) {
     super();
     this.#info = info;
+    this.#guard = guard;
   }
 
   get info(): IrqInfo {
@@ -99,10 +107,12 @@ export class Irq extends Emitter implements Disposable {
    * outside the range keep their wiring. Returns the ioctl's result: 0, or
    * the positive vector count vfio-pci answers when enabling MSI/MSI-X got
    * fewer host vectors than asked, in which case nothing is wired.
+   * @throws what the device's IRQ guard throws (InterruptGateClosedError behind a closed gate), before any system call
    */
   assign(start: number, use: readonly boolean[]): number {
     this.#open();
     this.#range(start, use.length);
+    this.#guard(this.index);
     const fds: (EventFd | null)[] = [];
     let result: number;
     try {
