@@ -26,6 +26,7 @@
  * Either way the VM cannot start (`prepareStart`, `vmStart`) while the
  * config provider says the interrupts are still held back.
  */
+import { attempt, throwCollected } from '../attempt.js';
 import { EventEmitter } from 'node:events';
 import type TypedEmitter from 'typed-emitter';
 import { MigrationError, StreamFormatError, UapiFormatError, VfioArgumentError, VfioError, VfioSystemError } from '../errors.js';
@@ -697,18 +698,4 @@ export class VfioMigration extends Emitter implements Disposable {
     const to = this.driver.state;
     if (to !== from) this.emit('state', from, to);
   }
-}
-
-function attempt(errors: unknown[], step: () => void): void {
-  try {
-    step();
-  } catch (e) {
-    errors.push(e);
-  }
-}
-
-/** Throws the one error collected, or all of them together. */
-function throwCollected(errors: readonly unknown[], message: string): void {
-  if (errors.length === 1) throw errors[0];
-  if (errors.length > 1) throw new AggregateError(errors, message);
 }

@@ -11,6 +11,7 @@
  *
  * The gate only opens, once: there is no way back to "not restored".
  */
+import { attempt, throwCollected } from '../attempt.js';
 
 /** Called when the gate opens; a throw is collected and rethrown by {@link InterruptGate.open}. */
 export type GateListener = () => void;
@@ -53,15 +54,8 @@ export class InterruptGate {
     const listeners = [...this.#listeners];
     this.#listeners.clear();
     const errors: unknown[] = [];
-    for (const listener of listeners) {
-      try {
-        listener();
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-    if (errors.length === 1) throw errors[0];
-    if (errors.length > 1) throw new AggregateError(errors, 'wiring interrupts at the gate failed');
+    for (const listener of listeners) attempt(errors, listener);
+    throwCollected(errors, 'wiring interrupts at the gate failed');
   }
 
   /**

@@ -6,6 +6,7 @@
  * type1-dirty.ts), reports mapping changes to listeners such as a dirty
  * tracker, and opens devices by sysfs path, PCI address or mdev UUID.
  */
+import { attempt, throwCollected } from '../attempt.js';
 import { DirtyTrackingError, UapiFormatError, VfioArgumentError, VfioClosedError } from '../errors.js';
 import { libcSys } from '../sys/libc.js';
 import { O_CLOEXEC, O_RDWR, type Sys } from '../sys/sys.js';
@@ -356,24 +357,13 @@ export class VfioContainer implements IoctlTarget, Disposable {
   close(): void {
     if (this.#closed) return;
     const errors: unknown[] = [];
-    for (const g of [...this.#groups.values()]) {
-      try {
-        g.close();
-      } catch (e) {
-        errors.push(e);
-      }
-    }
+    for (const g of [...this.#groups.values()]) attempt(errors, () => g.close());
     this.#closed = true;
     this.#mappings.clear();
     this.#dirty = null;
     this.#listeners.clear();
-    try {
-      this.sys.close(this.fd);
-    } catch (e) {
-      errors.push(e);
-    }
-    if (errors.length === 1) throw errors[0];
-    if (errors.length > 1) throw new AggregateError(errors, 'closing the container failed');
+    attempt(errors, () => this.sys.close(this.fd));
+    throwCollected(errors, 'closing the container failed');
   }
 
   [Symbol.dispose](): void {

@@ -6,6 +6,7 @@
  * same ioctls either way, so everything above (migration, PCI, DMA logging)
  * takes either.
  */
+import { attempt, throwCollected } from '../attempt.js';
 import { VfioArgumentError, VfioClosedError, VfioSystemError } from '../errors.js';
 import type { Sys } from '../sys/sys.js';
 import type { VfioGroup } from './group.js';
@@ -206,21 +207,13 @@ export class VfioDevice<G extends VfioGroup | null = VfioGroup | null> implement
     if (this.#closed) return;
     this.#closed = true;
     const errors: unknown[] = [];
-    const attempt = (f: () => void): void => {
-      try {
-        f();
-      } catch (e) {
-        errors.push(e);
-      }
-    };
-    for (const r of this.#regions.values()) attempt(() => r.close());
-    attempt(() => this.sys.close(this.fd));
-    for (const i of this.#irqs.values()) attempt(() => i.close());
+    for (const r of this.#regions.values()) attempt(errors, () => r.close());
+    attempt(errors, () => this.sys.close(this.fd));
+    for (const i of this.#irqs.values()) attempt(errors, () => i.close());
     this.#regions.clear();
     this.#irqs.clear();
     this.#onClose();
-    if (errors.length === 1) throw errors[0];
-    if (errors.length > 1) throw new AggregateError(errors, `closing ${this.name} failed`);
+    throwCollected(errors, `closing ${this.name} failed`);
   }
 
   [Symbol.dispose](): void {

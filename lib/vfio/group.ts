@@ -2,6 +2,7 @@
  * An IOMMU group, `/dev/vfio/<N>`: viability, membership in a container,
  * and the devices opened through it.
  */
+import { attempt, throwCollected } from '../attempt.js';
 import { DeviceNotFoundError, VfioArgumentError, VfioClosedError } from '../errors.js';
 import { O_CLOEXEC, O_RDWR, type Sys } from '../sys/sys.js';
 import type { VfioContainer } from './container.js';
@@ -109,26 +110,11 @@ export class VfioGroup implements IoctlTarget, Disposable {
   close(): void {
     if (this.#closed) return;
     const errors: unknown[] = [];
-    for (const d of [...this.#devices]) {
-      try {
-        d.close();
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-    try {
-      this.#container?.removeGroup(this);
-    } catch (e) {
-      errors.push(e);
-    }
+    for (const d of [...this.#devices]) attempt(errors, () => d.close());
+    attempt(errors, () => this.#container?.removeGroup(this));
     this.#closed = true;
-    try {
-      this.sys.close(this.fd);
-    } catch (e) {
-      errors.push(e);
-    }
-    if (errors.length === 1) throw errors[0];
-    if (errors.length > 1) throw new AggregateError(errors, `closing ${this.label} failed`);
+    attempt(errors, () => this.sys.close(this.fd));
+    throwCollected(errors, `closing ${this.label} failed`);
   }
 
   [Symbol.dispose](): void {

@@ -11,6 +11,7 @@
  * field with an unsupported value, EINVAL for a wrong field, ENOENT for an
  * unknown object id or IOVA, EOVERFLOW for arithmetic overflow.
  */
+import { attempt, throwCollected } from '../attempt.js';
 import { VfioClosedError } from '../errors.js';
 import { libcSys } from '../sys/libc.js';
 import { O_CLOEXEC, O_RDWR, type Sys } from '../sys/sys.js';
@@ -140,22 +141,11 @@ export class Iommufd implements IoctlTarget, Disposable {
     if (this.#closed) return;
     this.#closed = true;
     const errors: unknown[] = [];
-    for (const d of [...this.#devices]) {
-      try {
-        d.close();
-      } catch (e) {
-        errors.push(e);
-      }
-    }
+    for (const d of [...this.#devices]) attempt(errors, () => d.close());
     this.#devices.clear();
     this.#objects.clear();
-    try {
-      this.sys.close(this.fd);
-    } catch (e) {
-      errors.push(e);
-    }
-    if (errors.length === 1) throw errors[0];
-    if (errors.length > 1) throw new AggregateError(errors, 'closing the iommufd failed');
+    attempt(errors, () => this.sys.close(this.fd));
+    throwCollected(errors, 'closing the iommufd failed');
   }
 
   [Symbol.dispose](): void {
