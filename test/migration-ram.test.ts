@@ -78,26 +78,26 @@ t.test('what RamSaver writes, section by section, and the savevm framing around 
     const span = s.sections[i];
     return span === undefined ? '' : toHex(s.bytes.subarray(span.start, span.end));
   };
-  const ram = (type: string, content: string): string => hexOf(type, content, '7e 00000000');
+  const ram = (type: string, content: string): string => hexOf(type, content, '7e 00000002');
   t.equal(
     section(0),
-    ram(hexOf('01 00000000 03 72616d 00000000 00000004'), hexOf('0000000000004004', PC_RAM, '0000000000003000', VGA_VRAM, '0000000000001000', EOS)),
+    ram(hexOf('01 00000002 03 72616d 00000000 00000004'), hexOf('0000000000004004', PC_RAM, '0000000000003000', VGA_VRAM, '0000000000001000', EOS)),
     'START "ram" instance 0 version 4: MEM_SIZE, the blocks, EOS',
   );
   t.equal(
     section(2),
     ram(
-      '02 00000000',
+      '02 00000002',
       hexOf('0000000000000008', PC_RAM, page(1), '0000000000001022 00', '0000000000002028', page(2), '0000000000000008', VGA_VRAM, page(3), EOS),
     ),
     'the first PART: every page; the zero page and the next one with CONTINUE; a new block with its idstr',
   );
   t.equal(
     section(4),
-    ram('02 00000000', hexOf('0000000000001008', PC_RAM, page(4), '0000000000000002', VGA_VRAM, '00', EOS)),
+    ram('02 00000002', hexOf('0000000000001008', PC_RAM, page(4), '0000000000000002', VGA_VRAM, '00', EOS)),
     'the second PART: the pages marked dirty, the now-empty one as a zero page',
   );
-  t.equal(section(5), ram('03 00000000', hexOf('0000000000000028', page(5), EOS)), 'END: CONTINUE refers to the block of the last page of the PART before');
+  t.equal(section(5), ram('03 00000002', hexOf('0000000000000028', page(5), EOS)), 'END: CONTINUE refers to the block of the last page of the PART before');
 });
 
 /** RAM records with the fragments of each page merged, comparable across splits. */

@@ -8,8 +8,8 @@
  *   section from `save_setup`, PART sections from `save_live_iterate`, an END
  *   section from `save_live_complete_precopy`, a FULL section from
  *   `save_state`; footers; EOF), each device named `"<name>/vfio"`;
- * - with guest RAM ({@link RamSaver}), QEMU's `"ram"` section (id 0) leads
- *   each phase, as QEMU registers it first: the block list, then the dirty
+ * - with guest RAM ({@link RamSaver}), QEMU's `"ram"` section leads each
+ *   phase, as QEMU registers it before devices ({@link ramSectionId}): the block list, then the dirty
  *   pages of each round, then what is still dirty once everything stopped;
  * - the source iterates while pending (RAM's dirty pages included) >
  *   bandwidth × downtime limit (and, with switchover-ack, until the
@@ -58,8 +58,16 @@ import {
 
 /** QEMU's default `downtime-limit`, in milliseconds. */
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
-/** The section id of `"ram"`: the first one, as QEMU registers RAM before any device. */
-export const RAM_SECTION_ID = 0;
+/**
+ * The section id of `"ram"` next to `devices` VFIO devices (ids 1 to
+ * `devices`): the next one. Never 0: QEMU's loader finds the handler of a
+ * PART or END section as the first one whose `load_section_id` equals the id,
+ * and every handler starts with 0, so QEMU 7.2 hands a PART of section 0 to
+ * its `"timer"` and the load fails (seen with `-incoming`).
+ */
+export function ramSectionId(devices: number): number {
+  return devices + 1;
+}
 
 /** Events both runners emit. */
 export type RunnerEvents = {
@@ -268,6 +276,7 @@ export class MigrationSource extends SourceEmitter {
     const o = this.#o;
     const { devices, ram } = o;
     const ids = new Map(devices.map((d, i) => [d, i + 1]));
+    const ramId = ramSectionId(devices.length);
     const section = async <T>(header: SectionHeader, body: () => Promise<T>): Promise<T> => {
       await out.write(encodeSectionHeader(header));
       const r = await body();
@@ -286,7 +295,7 @@ export class MigrationSource extends SourceEmitter {
     out.checkAbort();
     if (o.fileHeader ?? true) await out.write(encodeFileHeader());
     if (ram !== undefined) {
-      const header = { type: QEMU_VM_SECTION_START, sectionId: RAM_SECTION_ID, idstr: RAM_SECTION_IDSTR, instanceId: 0, versionId: RAM_SECTION_VERSION } as const;
+      const header = { type: QEMU_VM_SECTION_START, sectionId: ramId, idstr: RAM_SECTION_IDSTR, instanceId: 0, versionId: RAM_SECTION_VERSION } as const;
       await section(header, () => ram.saveSetup(out));
     }
     for (const d of devices) await section(full(QEMU_VM_SECTION_START, d), () => d.saveSetup(out, { switchoverAck }));
@@ -319,7 +328,7 @@ export class MigrationSource extends SourceEmitter {
       }
       iterations++;
       const before = { stream: out.bytes, device: deviceBytes(), at: performance.now() };
-      const ramPages = ram === undefined ? 0 : await section({ type: QEMU_VM_SECTION_PART, sectionId: RAM_SECTION_ID }, () => ram.saveLiveIterate(out));
+      const ramPages = ram === undefined ? 0 : await section({ type: QEMU_VM_SECTION_PART, sectionId: ramId }, () => ram.saveLiveIterate(out));
       for (const d of active) await section({ type: QEMU_VM_SECTION_PART, sectionId: ids.get(d) ?? 0 }, () => d.saveLiveIterate(out));
       const moved = deviceBytes() - before.device;
       const progressed = moved > 0 || ramPages > 0;
@@ -339,7 +348,7 @@ export class MigrationSource extends SourceEmitter {
     onStopped();
     group.stop();
     // Nothing writes RAM any more: the final sync sees every last page.
-    if (ram !== undefined) await section({ type: QEMU_VM_SECTION_END, sectionId: RAM_SECTION_ID }, () => ram.saveLiveCompletePrecopy(out));
+    if (ram !== undefined) await section({ type: QEMU_VM_SECTION_END, sectionId: ramId }, () => ram.saveLiveCompletePrecopy(out));
     for (const d of devices) await section({ type: QEMU_VM_SECTION_END, sectionId: ids.get(d) ?? 0 }, () => d.saveLiveCompletePrecopy(out));
     for (const d of devices) await section(full(QEMU_VM_SECTION_FULL, d), () => d.saveState(out));
     await out.write(encodeEof());
