@@ -201,6 +201,9 @@ t.test('region info with SPARSE_MMAP, TYPE and MSIX_MAPPABLE', async (t) => {
   t.strictSame(decodeRegionInfo(odd).otherCaps, [{ id: 0x99, version: 3, bytes: bytesOf('9900', '0300', '00000000', 'aabbcc00', '00000000') }]);
   // The kernel's too-small-argsz reply: CAPS set, argsz raised, cap_offset 0.
   t.strictSame(decodeRegionInfo(regionInfo(new Uint8Array(0))).sparse, undefined);
+  // An empty area is dropped, as QEMU's vfio_setup_region_sparse_mmaps does: mmap(2) refuses length 0.
+  const withEmpty = regionInfo(bytesOf('0100', '0100', '00000000', '02000000', '00000000', '0020000000000000', '0000000000000000', '0030000000000000', '0010000000000000'));
+  t.strictSame(decodeRegionInfo(withEmpty).sparse, [{ offset: 0x3000, size: 0x1000 }]);
 });
 
 // ------------------------------------------------------------------ iommu info

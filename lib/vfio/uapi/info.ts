@@ -108,7 +108,8 @@ export function decodeSparseAreas(buf: Uint8Array, c: CapEntry, regionSize: numb
     if (offset + size > BigInt(regionSize)) {
       throw new UapiFormatError(`area ${i} [${offset}, +${size}) lies outside the ${regionSize}-byte region`, struct, at);
     }
-    areas.push({ offset: Number(offset), size: Number(size) });
+    // QEMU's vfio_setup_region_sparse_mmaps skips empty areas: there is nothing to map, and mmap(2) refuses length 0.
+    if (size !== 0n) areas.push({ offset: Number(offset), size: Number(size) });
   }
   return areas;
 }
