@@ -108,8 +108,7 @@ export function decodeSparseAreas(buf: Uint8Array, c: CapEntry, regionSize: numb
     if (offset + size > BigInt(regionSize)) {
       throw new UapiFormatError(`area ${i} [${offset}, +${size}) lies outside the ${regionSize}-byte region`, struct, at);
     }
-    // QEMU's vfio_setup_region_sparse_mmaps skips empty areas: there is nothing to map, and mmap(2) refuses length 0.
-    if (size !== 0n) areas.push({ offset: Number(offset), size: Number(size) });
+    areas.push({ offset: Number(offset), size: Number(size) });
   }
   return areas;
 }
@@ -122,7 +121,8 @@ export function decodeRegionInfo(buf: Uint8Array): RegionInfo {
   let msixMappable = false;
   const otherCaps: RawCap[] = [];
   for (const c of walkCapChain(buf, r.cap_offset, vfio_region_info.size, vfio_region_info.name)) {
-    if (c.id === VFIO_REGION_INFO_CAP_SPARSE_MMAP) sparse = decodeSparseAreas(buf, c, size);
+    // QEMU's vfio_setup_region_sparse_mmaps skips empty areas: there is nothing to map, and mmap(2) refuses length 0.
+    if (c.id === VFIO_REGION_INFO_CAP_SPARSE_MMAP) sparse = decodeSparseAreas(buf, c, size).filter((a) => a.size > 0);
     else if (c.id === VFIO_REGION_INFO_CAP_TYPE) {
       requireCapBytes(c, 16, 'vfio_region_info_cap_type');
       const dv = dataView(buf);
