@@ -19,11 +19,10 @@ import {
   encodeEndOfState,
   encodeSetupState,
   VfioStreamParser,
-  type VfioParserOptions,
 } from '../lib/migration/stream.js';
 import { configFirstStream } from './helpers/config-first-streams.js';
 import { CONFIG_SIZE, pattern, prng, StreamBuilder, typicalStream, type BuiltStream } from './helpers/migration-streams.js';
-import { BYTE_MUTATIONS, SECTION_MUTATIONS, SEED, chunksOf, fuzzSavevm, fuzzVfio, pick, type Rng } from './helpers/stream-fuzz.js';
+import { BYTE_MUTATIONS, SECTION_MUTATIONS, SEED, chunksOf, fuzzSavevm, fuzzVfio, fuzzVfioOptions, pick } from './helpers/stream-fuzz.js';
 
 const SAVEVM_CASES = 6_000;
 const VFIO_CASES = 4_000;
@@ -43,13 +42,6 @@ function corpus(): BuiltStream[] {
   return [configFirstStream(), configFirstStream({ fileHeader: false, sectionId: 0 }), mixed, typicalStream()];
 }
 
-function vfioOptions(rng: Rng): VfioParserOptions {
-  return {
-    configStateSize: pick(rng, [CONFIG_SIZE, CONFIG_SIZE, 0, CONFIG_SIZE - 1, CONFIG_SIZE + 1]),
-    configBeforeData: true,
-    ...(rng() < 0.3 ? { maxDataSize: pick(rng, [0, 100, 1000]) } : {}),
-  };
-}
 
 t.test(`savevm + VFIO parsers in the mode on ${SAVEVM_CASES} mutated streams (seed ${SEED})`, async (t) => {
   fuzzSavevm(t, {
@@ -60,7 +52,7 @@ t.test(`savevm + VFIO parsers in the mode on ${SAVEVM_CASES} mutated streams (se
     sectionMutations: SECTION_MUTATIONS,
     byteMutations: BYTE_MUTATIONS,
     parser: (rng) => {
-      const vfio = vfioOptions(rng);
+      const vfio = fuzzVfioOptions(rng, { configBeforeData: true });
       return new SavevmParser({ device: (h) => (h.idstr.length === 0 ? undefined : vfio) });
     },
     minKinds: 15,
@@ -74,7 +66,7 @@ t.test(`VFIO stream parser in the mode on ${VFIO_CASES} mutated device streams (
     rng: prng(SEED ^ 0x5a5a0c0f),
     bases: corpus().map((s) => s.vfioOnly),
     byteMutations: BYTE_MUTATIONS,
-    parser: (rng) => new VfioStreamParser(vfioOptions(rng)),
+    parser: (rng) => new VfioStreamParser(fuzzVfioOptions(rng, { configBeforeData: true })),
     minKinds: 8,
   });
 });

@@ -19,10 +19,9 @@ import {
   encodeTag,
   VFIO_MIG_FLAG_DEV_CONFIG_LOAD_READY,
   VfioStreamParser,
-  type VfioParserOptions,
 } from '../lib/migration/stream.js';
 import { CONFIG_SIZE, pattern, prng, StreamBuilder, typicalStream, type BuiltStream } from './helpers/migration-streams.js';
-import { BYTE_MUTATIONS, SECTION_MUTATIONS, SEED, chunksOf, describe, fuzzSavevm, int, pick, runOne, type Rng, type Tally } from './helpers/stream-fuzz.js';
+import { BYTE_MUTATIONS, SECTION_MUTATIONS, SEED, chunksOf, describe, fuzzSavevm, fuzzVfioOptions, int, pick, runOne, type Tally } from './helpers/stream-fuzz.js';
 
 const SAVEVM_CASES = 10_000;
 const VFIO_CASES = 5_000;
@@ -49,12 +48,6 @@ function corpus(): BuiltStream[] {
   return [typicalStream(), typicalStream({ fileHeader: false, sectionId: 0 }), multi, big];
 }
 
-function vfioOptions(rng: Rng): VfioParserOptions {
-  return {
-    configStateSize: pick(rng, [CONFIG_SIZE, CONFIG_SIZE, 0, CONFIG_SIZE - 1, CONFIG_SIZE + 1]),
-    ...(rng() < 0.3 ? { maxDataSize: pick(rng, [0, 100, 1000]) } : {}),
-  };
-}
 
 t.test(`savevm + VFIO parsers on ${SAVEVM_CASES} mutated streams (seed ${SEED})`, async (t) => {
   fuzzSavevm(t, {
@@ -65,7 +58,7 @@ t.test(`savevm + VFIO parsers on ${SAVEVM_CASES} mutated streams (seed ${SEED})`
     sectionMutations: SECTION_MUTATIONS,
     byteMutations: BYTE_MUTATIONS,
     parser: (rng) => {
-      const vfio = vfioOptions(rng);
+      const vfio = fuzzVfioOptions(rng);
       return new SavevmParser({ device: (h) => (h.idstr.length === 0 ? undefined : vfio) });
     },
     minKinds: 20,
@@ -86,7 +79,7 @@ t.test(`VFIO stream parser alone on ${VFIO_CASES} mutated device streams (seed $
       bytes = mutate(bytes, rng);
       names.push(name);
     }
-    const options = vfioOptions(rng);
+    const options = fuzzVfioOptions(rng);
     const problem = runOne(chunksOf(bytes, rng), () => new VfioStreamParser(options), tally);
     if (problem !== undefined && failures++ < 10) t.fail(describe(`vfio [${names.join(', ')}]`, i, bytes, problem));
   }

@@ -10,7 +10,8 @@
  */
 import type { Test } from 'tap';
 import { StreamFormatError } from '../../lib/errors.js';
-import { concatBytes, type SectionSpan } from './migration-streams.js';
+import type { VfioParserOptions } from '../../lib/migration/stream.js';
+import { CONFIG_SIZE, concatBytes, type SectionSpan } from './migration-streams.js';
 
 /** The seed of every fuzz test: fixed unless FUZZ_SEED says otherwise. */
 export const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed5eed);
@@ -25,6 +26,19 @@ export const pick = <T>(rng: Rng, items: readonly T[]): T => {
   if (item === undefined) throw new Error('pick from an empty list');
   return item;
 };
+
+/**
+ * VFIO parser options a fuzz case runs with: mostly the corpus's config
+ * size, sometimes a wrong one, sometimes a data size limit; `mode` adds what
+ * a suite fixes (the config-before-data mode).
+ */
+export function fuzzVfioOptions(rng: Rng, mode: Partial<VfioParserOptions> = {}): VfioParserOptions {
+  return {
+    configStateSize: pick(rng, [CONFIG_SIZE, CONFIG_SIZE, 0, CONFIG_SIZE - 1, CONFIG_SIZE + 1]),
+    ...mode,
+    ...(rng() < 0.3 ? { maxDataSize: pick(rng, [0, 100, 1000]) } : {}),
+  };
+}
 
 /** A stream whose sections' spans are known, for structural mutations. */
 export interface SpannedStream {
